@@ -1,0 +1,1 @@
+"""Ray pipelines that compose the pose_data building blocks."""

@@ -1,0 +1,1 @@
+"""Building blocks of the Follow-Your-Pose data pipelines: plain functions and small classes, no Ray."""

@@ -1,0 +1,55 @@
+"""Read LAION-style metadata files (parquet, csv/tsv, jsonl) into Arrow tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+METADATA_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files named on the command line; a folder stands for its metadata files, sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in METADATA_SUFFIXES and not p.name.startswith((".", "_")))
+            if not found:
+                raise FileNotFoundError(f"input folder {path} holds no metadata file ({', '.join(METADATA_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            if path.suffix not in METADATA_SUFFIXES:
+                raise ValueError(f"input {path}: unsupported file type {path.suffix!r}; use one of {', '.join(METADATA_SUFFIXES)}")
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    if not files:
+        raise ValueError("no INPUT given")
+    return files
+
+
+def read_metadata(path: Path) -> pa.Table:
+    """One metadata file as a table; errors name the file."""
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        if path.suffix in (".csv", ".tsv"):
+            parse = pa_csv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",", newlines_in_values=True)
+            return pa_csv.read_csv(path, parse_options=parse)
+        return pa_json.read_json(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"cannot read metadata file {path}: {err}") from err
+
+
+def require_columns(table: pa.Table, path: Path, columns: dict[str, str]) -> None:
+    """``columns`` maps option name -> column name; a missing one stops the run naming both."""
+    for option, column in columns.items():
+        if column not in table.column_names:
+            raise ValueError(
+                f"{path}: no column {column!r} (set by {option}); its columns are: {', '.join(table.column_names)}"
+            )

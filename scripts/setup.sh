@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Set up (or update) the project's virtual environment: one command, from a bare Python 3.11.
+#
+#   bash scripts/setup.sh            # creates .venv with torch, the MMPose stack, MediaPipe, Ray, ...
+#
+# Environment knobs:
+#   PYTHON=python3.11   the interpreter that creates the venv (default: python3)
+#   VENV=.venv          where the venv goes
+#   TORCH_SPEC="..."    the torch pair to install when the venv has none
+#                       (default "torch==2.14.1 torchvision==0.29.1"; on a CUDA machine you may
+#                       install your own torch into the venv first: an importable torch is kept)
+# torch is installed first and then pinned to the installed version for every later pip call, so
+# no dependency can pull another multi-GB build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NO_ALBUMENTATIONS_UPDATE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+step() { echo "[setup] $*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV with $(${PYTHON:-python3} --version)"
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+pip_q() { "$PY" -m pip install -q "$@"; }
+
+pip_q -U pip "setuptools<81" wheel ninja
+if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  step "installing $TORCH_SPEC"
+  # shellcheck disable=SC2086
+  pip_q $TORCH_SPEC
+fi
+pins=$(mktemp)
+trap 'rm -f "$pins"' EXIT
+"$PY" - >"$pins" <<'PYEOF'
+from importlib.metadata import version
+print(f"torch=={version('torch')}\ntorchvision=={version('torchvision')}")
+PYEOF
+cat constraints.txt >>"$pins"
+step "torch $(head -1 "$pins" | cut -d= -f3) kept; installing numpy<2 before building mmcv"
+pip_q -c "$pins" "numpy<2"
+PYTHON="$PY" bash scripts/build_mmcv.sh
+step "installing the project and its dependencies"
+pip_q -c "$pins" -e ".[dev]"
+# mmpose without its declared deps: `chumpy` neither builds nor is imported; the packages mmpose
+# really imports are dependencies of this project (pyproject.toml).
+pip_q -c "$pins" --no-deps "mmpose==1.3.2"
+problems=$("$PY" -m pip check 2>&1 | grep -v -i "chumpy" | grep -v "^No broken requirements" || true)
+if [ -n "$problems" ]; then
+  echo "[setup] ERROR: pip check found broken requirements:" >&2
+  echo "$problems" >&2
+  exit 1
+fi
+"$PY" - <<'PYEOF'
+import mmcv.ops, mmdet.apis, mmpose.apis, mediapipe, ray, img2dataset, webdataset, torch, numpy
+print(f"[setup] ok: torch {torch.__version__}, numpy {numpy.__version__}, mmpose + mmdet + mmcv.ops, mediapipe {mediapipe.__version__}, ray {ray.__version__}")
+PYEOF
