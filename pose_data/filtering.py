@@ -27,13 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .keypoints import NUM_KEYPOINTS, PersonPose
-
-STATUS_OK = "ok"
-STATUS_NO_PERSON = "no_person"
-STATUS_LOW_CONFIDENCE = "low_confidence"
-STATUS_TOO_MANY_PERSONS = "too_many_persons"
-STATUS_TOO_SMALL = "too_small"
+from pose_data.keypoints import NUM_KEYPOINTS, PersonPose
+from pose_data.statuses import LOW_CONFIDENCE as STATUS_LOW_CONFIDENCE
+from pose_data.statuses import NO_PERSON as STATUS_NO_PERSON
+from pose_data.statuses import OK as STATUS_OK
+from pose_data.statuses import TOO_MANY_PERSONS as STATUS_TOO_MANY_PERSONS
+from pose_data.statuses import TOO_SMALL as STATUS_TOO_SMALL
 
 
 @dataclass

@@ -1,0 +1,267 @@
+"""``pose-data build-laion-pose`` as a streaming Ray pipeline.
+
+Per input shard: a download task (img2dataset) -> pose batches on an actor pool (one model load
+per actor, GPU actors with ``--device cuda``) -> an assemble task (filter, render, write tar +
+parquet). The driver only moves object references: images travel from the download task to the
+actors and the writer through Ray's object store. At most ``shards_in_flight`` shards are between
+download and write at any time, so memory stays bounded while downloads, inference and writing
+overlap.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pose_data.atomic import remove_stale_temp_files, write_json_atomic
+from pose_data.config import to_dict
+from pose_data.download import DownloadOptions, download_shard
+from pose_data.laion_pose_config import LaionPoseConfig
+from pose_data.laion_pose_shard import ShardStats, assemble_shard, shard_name
+from pose_data.manifest import count_statuses, package_versions, print_summary
+from pose_data.metadata_reader import expand_inputs
+from pose_data.pose_batch import PoseBatchRunner
+from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
+from pose_data.shard_plan import ShardPlan, make_or_load_plan
+from pose_data.statuses import LAION_POSE_STATUSES
+from pipelines.progress import StatusProgress
+from pipelines.ray_utils import init_ray, require_resources
+
+log = logging.getLogger(__name__)
+OUTPUTS = ("shards", "meta", "stats", "manifest.json", "preview.png")
+
+
+def min_keypoint_score(cfg: LaionPoseConfig) -> float:
+    """The configured threshold, or the backend's default (RTMPose scores are not probabilities)."""
+    if cfg.filter.min_keypoint_score is not None:
+        return cfg.filter.min_keypoint_score
+    return DEFAULT_MIN_KEYPOINT_SCORE[cfg.pose.backend]
+
+
+def download_options(cfg: LaionPoseConfig) -> DownloadOptions:
+    d = cfg.download
+    return DownloadOptions(
+        image_size=d.image_size,
+        resize_mode=d.resize_mode,
+        resize_only_if_bigger=d.resize_only_if_bigger,
+        encode_quality=d.encode_quality,
+        threads=d.threads,
+        timeout=d.timeout,
+        retries=d.retries,
+        max_image_area=d.max_image_area,
+        user_agent_token=d.user_agent_token,
+        respect_robots_headers=d.respect_robots_headers,
+        min_image_size=cfg.filter.min_image_size,
+    )
+
+
+def output_fingerprint(cfg: LaionPoseConfig) -> dict:
+    """Every setting that changes what is written (not how fast): a resumed run must match it."""
+    d = to_dict(cfg)
+    for k in ("threads", "processes"):
+        d["download"].pop(k)
+    for k in ("device", "batch_size"):
+        d["pose"].pop(k, None)
+    d.pop("ray")
+    d.pop("preview_images")
+    return d
+
+
+# ---- the three stages as Ray-free functions (the remote wrappers below call them) ----
+
+
+def _download_stage(shard_id: int, input_path: str, url_col: str, options: DownloadOptions):
+    import pyarrow.parquet as pq
+
+    urls = pq.read_table(input_path, columns=[url_col]).column(url_col).to_pylist()
+    shard = download_shard(shard_id, [None if u is None else str(u) for u in urls], options)
+    return {"pending": shard.pending(), "rows": len(shard)}, shard
+
+
+def _assemble_stage(shard_id: int, input_path: str, cfg_dict: dict, out_dir: str, downloaded, *pose_results) -> ShardStats:
+    import pyarrow.parquet as pq
+
+    from pose_data.config import from_dict
+
+    cfg = from_dict(LaionPoseConfig, cfg_dict)
+    stats = assemble_shard(
+        shard_id=shard_id,
+        shard_size=cfg.input.shard_size,
+        inputs=pq.read_table(input_path),
+        url_col=cfg.input.url_col,
+        caption_col=cfg.input.caption_col,
+        downloaded=downloaded,
+        pose_results=list(pose_results),
+        filter_cfg=cfg.filter,
+        min_keypoint_score=min_keypoint_score(cfg),
+        skeleton_style=cfg.skeleton_style,
+        out_dir=Path(out_dir),
+    )
+    write_json_atomic(Path(out_dir) / "stats" / f"{stats.shard}.json", dataclasses.asdict(stats))
+    return stats
+
+
+class _ActorPool:
+    """Pose actors; each batch goes to the actor with the fewest unfinished batches."""
+
+    def __init__(self, actors: list) -> None:
+        self.actors = actors
+        self.outstanding: list[list] = [[] for _ in actors]
+
+    def submit(self, shard_ref, indices: np.ndarray):
+        import ray
+
+        for refs in self.outstanding:
+            if refs:
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                done_set = set(done)
+                refs[:] = [r for r in refs if r not in done_set]
+        k = min(range(len(self.actors)), key=lambda j: len(self.outstanding[j]))
+        ref = self.actors[k].estimate.remote(shard_ref, indices)
+        self.outstanding[k].append(ref)
+        return ref
+
+
+def _todo_shards(plan: ShardPlan, out_dir: Path) -> list[int]:
+    return [
+        s
+        for s in range(plan.num_shards)
+        if not ((out_dir / "meta" / f"{shard_name(s)}.parquet").exists() and (out_dir / "shards" / f"{shard_name(s)}.tar").exists())
+    ]
+
+
+def build_laion_pose(
+    inputs: list[str], output: str, cfg: LaionPoseConfig, *, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Run the whole builder; returns the manifest (also written to ``DIR/manifest.json``)."""
+    import ray
+
+    started = time.time()
+    cfg.validate()
+    files = expand_inputs(inputs)
+    out_dir = Path(output).resolve()
+    plan = make_or_load_plan(
+        files,
+        out_dir,
+        shard_size=cfg.input.shard_size,
+        required_columns={"--url-col": cfg.input.url_col, "--caption-col": cfg.input.caption_col},
+        fingerprint=output_fingerprint(cfg),
+        overwrite=overwrite,
+        outputs=OUTPUTS,
+    )
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # rewritten last, once every shard is done
+    for sub in ("shards", "meta", "stats"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out_dir / sub)
+    todo = collections.deque(_todo_shards(plan, out_dir))
+    done_rows = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
+    log.info("%d rows in %d shards; %d shards to do", plan.num_rows, plan.num_shards, len(todo))
+
+    bar = StatusProgress(total=plan.num_rows, initial=done_rows, statuses=LAION_POSE_STATUSES, enabled=progress)
+    started_ray = False
+    if todo:
+        started_ray = init_ray(cfg.ray.address)
+        try:
+            _run_shards(todo, plan, out_dir, cfg, bar)
+        finally:
+            bar.close()
+            if started_ray:
+                ray.shutdown()
+    else:
+        bar.close()
+
+    manifest = write_manifest(out_dir, plan, cfg, inputs=[str(f) for f in files], wall_s=time.time() - started)
+    if cfg.preview_images > 0:
+        from pose_data.preview import write_laion_pose_preview
+
+        write_laion_pose_preview(out_dir, manifest["counts"], max_images=cfg.preview_images)
+    print_summary(manifest["counts"], manifest["num_rows"], title=f"LAION-Pose: {out_dir}")
+    return manifest
+
+
+def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: LaionPoseConfig, bar: StatusProgress) -> None:
+    import ray
+
+    gpus = cfg.pose_worker_gpus
+    require_resources(  # the actors hold their CPUs for the whole run: leave one for download/write tasks
+        cpus=cfg.ray.pose_worker_cpus * cfg.ray.num_pose_workers + 1,
+        gpus=gpus * cfg.ray.num_pose_workers,
+        what=f"{cfg.ray.num_pose_workers} pose worker(s) of {cfg.ray.pose_worker_cpus:g} CPU(s) plus 1 CPU for download/write tasks",
+    )
+    actor_cls = ray.remote(PoseBatchRunner).options(
+        num_cpus=cfg.ray.pose_worker_cpus, num_gpus=gpus, max_restarts=1, max_task_retries=1
+    )
+    pool = _ActorPool(
+        [actor_cls.remote(cfg.pose, num_threads=max(1, int(cfg.ray.pose_worker_cpus))) for _ in range(cfg.ray.num_pose_workers)]
+    )
+    download = ray.remote(_download_stage).options(num_returns=2, num_cpus=1, max_retries=2, retry_exceptions=True)
+    assemble = ray.remote(_assemble_stage).options(num_cpus=1, max_retries=1, retry_exceptions=True)
+    options = download_options(cfg)
+    cfg_dict = to_dict(cfg)
+    limit = cfg.shards_in_flight
+
+    downloading: dict = {}  # summary ref -> (shard id, shard ref)
+    assembling: dict = {}  # assemble ref -> shard id
+    while todo or downloading or assembling:
+        while todo and len(downloading) + len(assembling) < limit:
+            sid = todo.popleft()
+            summary_ref, shard_ref = download.remote(sid, str(plan.input_path(sid)), cfg.input.url_col, options)
+            downloading[summary_ref] = (sid, shard_ref)
+        ready, _ = ray.wait([*downloading, *assembling], num_returns=1)
+        for ref in ready:
+            if ref in downloading:
+                sid, shard_ref = downloading.pop(ref)
+                pending = ray.get(ref)["pending"]
+                batches = [pending[i : i + cfg.pose.batch_size] for i in range(0, len(pending), cfg.pose.batch_size)]
+                pose_refs = [pool.submit(shard_ref, b) for b in batches]
+                a_ref = assemble.remote(sid, str(plan.input_path(sid)), cfg_dict, str(out_dir), shard_ref, *pose_refs)
+                assembling[a_ref] = sid
+            else:
+                assembling.pop(ref)
+                stats: ShardStats = ray.get(ref)
+                bar.update(stats.rows, stats.counts)
+
+
+def write_manifest(out_dir: Path, plan: ShardPlan, cfg: LaionPoseConfig, *, inputs: list[str], wall_s: float) -> dict:
+    """``DIR/manifest.json``: config, versions, counts by status, timings, shard list. Written last."""
+    import json
+
+    shards, seconds = [], collections.Counter()
+    for s in range(plan.num_shards):
+        stats = json.loads((out_dir / "stats" / f"{shard_name(s)}.json").read_text())
+        seconds.update(stats["seconds"])
+        shards.append(
+            {
+                "shard": f"shards/{stats['shard']}.tar",
+                "meta": f"meta/{stats['shard']}.parquet",
+                "rows": stats["rows"],
+                "ok": stats["counts"].get("ok", 0),
+                "tar_bytes": stats["tar_bytes"],
+            }
+        )
+    counts = count_statuses(out_dir / "meta", LAION_POSE_STATUSES)
+    manifest = {
+        "format": "laion-pose",
+        "format_version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": inputs,
+        "num_rows": plan.num_rows,
+        "num_ok": counts.get("ok", 0),
+        "counts": counts,
+        "min_keypoint_score_used": min_keypoint_score(cfg),
+        "shards": shards,
+        "shard_pattern": f"shards/{{00000..{plan.num_shards - 1:05d}}}.tar" if plan.num_shards else None,
+        "timings": {
+            "last_run_wall_s": round(wall_s, 3),
+            "stage_seconds_summed_over_shards": {k: round(v, 3) for k, v in seconds.items()},
+        },
+        "config": to_dict(cfg),
+        "versions": package_versions(),
+    }
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,112 @@
+"""Configuration of ``pose-data build-laion-pose``: every default in one place.
+
+Presets live in ``pose_data/configs/`` (``laion_pose.yaml`` for a GPU cluster, ``laion_pose-tiny.yaml``
+for a laptop CPU); ``--config`` takes a preset name or a YAML path, flags override it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from pose_data.config import load_yaml
+from pose_data.filtering import FilterConfig
+from pose_data.pose_estimator import PoseModelConfig
+from pose_data.skeleton import SKELETON_STYLES
+
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+
+
+@dataclass
+class InputConfig:
+    """How INPUT metadata files are read and cut into shards (the unit of work and of resume)."""
+
+    url_col: str = "URL"
+    caption_col: str = "TEXT"
+    shard_size: int = 1000  # input rows per output shard
+
+
+@dataclass
+class DownloadConfig:
+    """Options passed to img2dataset's downloader and resizer."""
+
+    image_size: int = 512
+    resize_mode: str = "keep_ratio"  # img2dataset's: no, border, keep_ratio, keep_ratio_largest, center_crop
+    resize_only_if_bigger: bool = True
+    encode_quality: int = 95
+    threads: int = 16  # download threads per download task
+    processes: int = 1  # download tasks running at once (each its own Ray task)
+    timeout: int = 10  # seconds per request
+    retries: int = 0
+    max_image_area: float = 89_478_485.0  # pixels; bigger originals are refused (decompression bombs)
+    user_agent_token: str | None = None
+    respect_robots_headers: bool = True  # honour X-Robots-Tag noai/noimageai/noindex/noimageindex
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: start a local Ray; "auto" or "ray://host:port": join a cluster
+    num_pose_workers: int = 1  # pose actors (one model load each)
+    pose_worker_cpus: float = 1.0  # CPUs reserved per pose actor (also its torch threads)
+    pose_worker_gpus: float | None = None  # None: 1 when pose.device is cuda, else 0
+    max_shards_in_flight: int | None = None  # None: 2 * num_pose_workers + processes
+
+
+@dataclass
+class LaionPoseConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    pose: PoseModelConfig = field(default_factory=PoseModelConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    skeleton_style: str = "openpose"
+    ray: RayConfig = field(default_factory=RayConfig)
+    preview_images: int = 16  # kept images on DIR/preview.png (0: no preview)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value."""
+        if self.skeleton_style not in SKELETON_STYLES:
+            raise ValueError(f"skeleton_style {self.skeleton_style!r} is not one of {', '.join(SKELETON_STYLES)}")
+        if self.download.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"download.resize_mode {self.download.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
+        for name, value in (
+            ("input.shard_size", self.input.shard_size),
+            ("download.image_size", self.download.image_size),
+            ("download.threads", self.download.threads),
+            ("download.processes", self.download.processes),
+            ("download.timeout", self.download.timeout),
+            ("ray.num_pose_workers", self.ray.num_pose_workers),
+            ("pose.batch_size", self.pose.batch_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.pose.backend not in ("mmpose", "mediapipe"):
+            raise ValueError(f"pose.backend {self.pose.backend!r} is not one of mmpose, mediapipe")
+        if not self.pose.device.startswith(("cpu", "cuda")):
+            raise ValueError(f"pose.device {self.pose.device!r} must be cpu or cuda[:N]")
+        self.filter.validate()
+
+    @property
+    def shards_in_flight(self) -> int:
+        return self.ray.max_shards_in_flight or 2 * self.ray.num_pose_workers + self.download.processes
+
+    @property
+    def pose_worker_gpus(self) -> float:
+        if self.ray.pose_worker_gpus is not None:
+            return self.ray.pose_worker_gpus
+        return 1.0 if self.pose.device.startswith("cuda") else 0.0
+
+
+PRESETS = ("laion_pose", "laion_pose-tiny")
+
+
+def preset_or_file(name_or_path: str) -> dict:
+    """A preset name (``laion_pose``, ``laion_pose-tiny``, or ``tiny``) or a YAML path -> dict."""
+    if name_or_path == "tiny":
+        name_or_path = "laion_pose-tiny"
+    if name_or_path in PRESETS:
+        return load_yaml(Path(str(resources.files("pose_data") / "configs" / f"{name_or_path}.yaml")))
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    return load_yaml(path)

@@ -1,0 +1,102 @@
+"""Cut INPUT metadata into numbered input shards once, and remember how (``DIR/_work/plan.json``).
+
+The plan is what makes a run resumable: a re-run reads the same shards, skips those whose output
+marker exists, and refuses to continue a DIR that was planned from other inputs or with a config
+that changes the output (naming the difference) unless ``--overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pose_data.atomic import atomic_path, write_json_atomic
+from pose_data.metadata_reader import read_metadata, require_columns
+
+PLAN_FILE = "_work/plan.json"
+
+
+@dataclass
+class ShardPlan:
+    out_dir: Path
+    num_rows: int
+    num_shards: int
+    shard_size: int
+
+    def input_path(self, shard_id: int) -> Path:
+        return self.out_dir / "_work" / "input" / f"{shard_id:05d}.parquet"
+
+    def shard_rows(self, shard_id: int) -> int:
+        return min(self.shard_size, self.num_rows - shard_id * self.shard_size)
+
+
+def _describe_inputs(files: list[Path]) -> list[dict]:
+    return [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files]
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def make_or_load_plan(
+    files: list[Path],
+    out_dir: Path,
+    *,
+    shard_size: int,
+    required_columns: dict[str, str],
+    fingerprint: dict,
+    overwrite: bool = False,
+    outputs: tuple[str, ...] = (),
+) -> ShardPlan:
+    """Plan ``files`` into shards of ``shard_size`` rows under ``out_dir`` (or reuse the plan there).
+
+    ``fingerprint`` holds every setting that changes the output; ``outputs`` are the folders and
+    files ``--overwrite`` deletes.
+    """
+    plan_path = out_dir / PLAN_FILE
+    described = {"inputs": _describe_inputs(files), "shard_size": shard_size, "fingerprint": fingerprint}
+    if plan_path.exists() and overwrite:
+        for name in (*outputs, "_work"):
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    if plan_path.exists():
+        old = json.loads(plan_path.read_text())
+        diffs = _differences({k: old.get(k) for k in described}, described)
+        if diffs:
+            raise ValueError(
+                f"{out_dir} was started with other inputs or settings ({'; '.join(diffs)}); "
+                "use another --output, or --overwrite to start it again"
+            )
+        return ShardPlan(out_dir, old["num_rows"], old["num_shards"], shard_size)
+
+    tables = []
+    for f in files:
+        table = read_metadata(f)
+        require_columns(table, f, required_columns)
+        tables.append(table)
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(f"input files have incompatible columns: {err}") from err
+    num_rows = table.num_rows
+    num_shards = -(-num_rows // shard_size)
+    for shard_id in range(num_shards):
+        with atomic_path(out_dir / "_work" / "input" / f"{shard_id:05d}.parquet") as tmp:
+            pq.write_table(table.slice(shard_id * shard_size, shard_size), tmp)
+    write_json_atomic(plan_path, {**described, "num_rows": num_rows, "num_shards": num_shards})
+    return ShardPlan(out_dir, num_rows, num_shards, shard_size)

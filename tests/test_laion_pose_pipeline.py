@@ -1,0 +1,218 @@
+"""End to end: real img2dataset downloads from 127.0.0.1, real Ray, real MediaPipe, real photos."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import REPO, Route
+from pose_data.config import load_config
+from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
+
+SAMPLES = REPO / "pose_data" / "sample_data" / "laion"
+
+
+def _photo(name: str) -> Image.Image:
+    return Image.open(SAMPLES / name)
+
+
+def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _astronaut_16bit_png() -> bytes:
+    rgb = np.asarray(_photo("astronaut.jpg").convert("L"), dtype=np.uint16) * 257  # full 16-bit range
+    return _encode(Image.fromarray(rgb), "PNG")
+
+
+def _astronaut_rgba_png() -> bytes:
+    im = _photo("astronaut.jpg").convert("RGBA")
+    im.putalpha(255)
+    return _encode(im, "PNG")
+
+
+def _astronaut_rotated_jpeg() -> bytes:
+    """Stored on its side with EXIF orientation 8 (rotate 90 CW to view): upright once honoured."""
+    im = _photo("astronaut.jpg").transpose(Image.Transpose.ROTATE_270)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return _encode(im, "JPEG", exif=exif.tobytes())
+
+
+# (name, body, content type, expected status); order = input order
+CASES = [
+    ("astronaut.jpg", lambda: (SAMPLES / "astronaut.jpg").read_bytes(), "image/jpeg", "ok"),
+    # a head-and-shoulders portrait: 7 confident keypoints, the filter wants 8
+    ("hopper.jpg", lambda: (SAMPLES / "grace_hopper.jpg").read_bytes(), "image/jpeg", "low_confidence"),
+    ("coffee.jpg", lambda: (SAMPLES / "coffee.jpg").read_bytes(), "image/jpeg", "no_person"),
+    ("dead.jpg", None, None, "download_failed"),
+    ("page.jpg", lambda: b"<!DOCTYPE html><html><body>moved</body></html>", "text/html", "decode_failed"),
+    ("empty.jpg", lambda: b"", "image/jpeg", "decode_failed"),
+    ("truncated.jpg", lambda: (SAMPLES / "astronaut.jpg").read_bytes()[:3000], "image/jpeg", "decode_failed"),
+    ("astronaut_cmyk.jpg", lambda: _encode(_photo("astronaut.jpg").convert("CMYK"), "JPEG"), "image/jpeg", "ok"),
+    ("astronaut_gray.jpg", lambda: _encode(_photo("astronaut.jpg").convert("L"), "JPEG"), "image/jpeg", "ok"),
+    ("astronaut_16bit.png", _astronaut_16bit_png, "image/png", "ok"),
+    ("astronaut_rgba.png", _astronaut_rgba_png, "image/png", "ok"),
+    ("astronaut_rotated.jpg", _astronaut_rotated_jpeg, "image/jpeg", "ok"),
+    ("tiny.jpg", lambda: _encode(_photo("astronaut.jpg").resize((40, 40)), "JPEG"), "image/jpeg", "too_small"),
+    ("bomb.png", lambda: _bomb(), "image/png", "decode_failed"),
+]
+
+
+def _bomb() -> bytes:
+    from bad_images import decompression_bomb_png
+
+    return decompression_bomb_png()
+
+
+@pytest.fixture(scope="module")
+def metadata(local_site, tmp_path_factory) -> Path:
+    rows = []
+    for k, (name, body, ctype, _status) in enumerate(CASES):
+        if body is not None:
+            local_site.add(f"lp/{name}", Route(body(), ctype))
+        rows.append({"SAMPLE_ID": 5000 + k, "URL": local_site.url(f"lp/{name}"), "TEXT": f"caption of {name}", "similarity": 0.3 + k / 100})
+    path = tmp_path_factory.mktemp("meta") / "laion.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def tiny_config(**overrides) -> LaionPoseConfig:
+    cfg = load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"), {"download": {"timeout": 3}, "preview_images": 4})
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def built(ray_local, metadata, tmp_path_factory):
+    from pipelines.laion_pose import build_laion_pose
+
+    out = tmp_path_factory.mktemp("lp") / "out"
+    manifest = build_laion_pose([str(metadata)], str(out), tiny_config(), progress=False)
+    return out, manifest
+
+
+def test_every_input_row_has_one_output_row_with_the_right_status(built):
+    out, manifest = built
+    meta = pd.read_parquet(out / "meta").sort_values("key").reset_index(drop=True)
+    assert len(meta) == len(CASES)
+    got = dict(zip(meta["caption"], meta["status"]))
+    expected = {f"caption of {name}": status for name, _b, _c, status in CASES}
+    assert got == expected
+    assert meta.loc[meta.status != "ok", "error"].notna().all()
+    assert meta.loc[meta.status == "ok", "error"].isna().all()
+    error = dict(zip(meta["caption"], meta["error"]))
+    assert "decompression bomb: 30000x30000" in error["caption of bomb.png"]
+    assert "7 keypoints >= 0.50, need 8" in error["caption of hopper.jpg"]
+    assert "404" in error["caption of dead.jpg"]
+    assert "40x40" in error["caption of tiny.jpg"]
+    # carried input columns, and the shard each row belongs to
+    assert sorted(meta["SAMPLE_ID"]) == [5000 + k for k in range(len(CASES))]
+    assert set(meta["shard"]) == {"00000", "00001", "00002", "00003"}
+    assert manifest["counts"]["ok"] == sum(1 for c in CASES if c[3] == "ok")
+    assert sum(manifest["counts"].values()) == manifest["num_rows"] == len(CASES)
+
+
+def test_webdataset_reads_the_kept_samples(built):
+    import webdataset as wds
+
+    out, manifest = built
+    meta = pd.read_parquet(out / "meta")
+    ds = wds.WebDataset(str(out / manifest["shard_pattern"]), shardshuffle=False, empty_check=False)
+    samples = {s["__key__"]: s for s in ds}
+    assert sorted(samples) == sorted(meta.loc[meta.status == "ok", "key"])
+    for key, s in samples.items():
+        assert set(s) >= {"jpg", "pose.png", "txt", "json"}
+        image = Image.open(io.BytesIO(s["jpg"]))
+        skeleton = Image.open(io.BytesIO(s["pose.png"]))
+        info = json.loads(s["json"])
+        assert image.mode == "RGB" and skeleton.size == image.size == (info["width"], info["height"])
+        assert np.asarray(skeleton).max() > 0, "a kept sample has a visible skeleton"
+        assert len(info["persons"]) >= 1 and len(info["persons"][0]["keypoints"]) == 17
+        assert s["txt"].decode() == meta.set_index("key").loc[key, "caption"]
+
+
+def test_odd_formats_give_the_same_pose_as_the_plain_photo(built):
+    """CMYK, grayscale, 16-bit, RGBA and EXIF-rotated versions of one photo: nose within a few pixels."""
+    out, _ = built
+    meta = pd.read_parquet(out / "meta").set_index("caption")
+    nose = {name: np.asarray(meta.loc[f"caption of {name}", "keypoints"][0][0][:2].tolist()) for name in (
+        "astronaut.jpg", "astronaut_cmyk.jpg", "astronaut_gray.jpg", "astronaut_16bit.png", "astronaut_rgba.png", "astronaut_rotated.jpg")}
+    for name, xy in nose.items():
+        assert np.abs(xy - nose["astronaut.jpg"]).max() < 12, (name, xy, nose["astronaut.jpg"])
+
+
+def test_manifest_and_preview(built):
+    out, manifest = built
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["counts"] == manifest["counts"]
+    assert on_disk["config"]["pose"]["backend"] == "mediapipe"
+    assert on_disk["versions"]["mediapipe"] == "0.10.21"
+    assert [s["rows"] for s in on_disk["shards"]] == [4, 4, 4, 2]
+    preview = Image.open(out / "preview.png")
+    assert preview.width >= 4 * 150
+
+
+def _digest(out: Path) -> dict[str, str]:
+    files = sorted([*out.glob("shards/*.tar"), *out.glob("meta/*.parquet")])
+    return {f"{f.parent.name}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def test_rerun_skips_finished_shards_and_gives_identical_output(built, metadata, local_site):
+    from pipelines.laion_pose import build_laion_pose
+
+    out, _ = built
+    before = _digest(out)
+    hits = dict(local_site.hits)
+    build_laion_pose([str(metadata)], str(out), tiny_config(), progress=False)
+    assert _digest(out) == before
+    assert local_site.hits == hits, "nothing was downloaded again"
+
+
+def test_killed_run_resumes_to_the_same_output(built, metadata, tmp_path):
+    """SIGKILL the CLI once the first shard is written; the re-run completes it byte for byte."""
+    from pipelines.laion_pose import build_laion_pose
+
+    reference, _ = built
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pose_data.cli", "build-laion-pose", str(metadata), "--output", str(out),
+           "--config", "tiny", "--timeout", "3", "--no-progress", "--preview-images", "4"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "meta" / "00000.parquet").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    assert len(list((out / "meta").glob("*.parquet"))) < 4
+    build_laion_pose([str(metadata)], str(out), tiny_config(), progress=False)
+    assert _digest(out) == _digest(reference)
+
+
+def test_a_changed_config_is_refused_on_resume(built, metadata):
+    from pipelines.laion_pose import build_laion_pose
+
+    out, _ = built
+    cfg = tiny_config()
+    cfg.filter.max_persons = 1
+    with pytest.raises(ValueError, match="filter.max_persons: 3 -> 1"):
+        build_laion_pose([str(metadata)], str(out), cfg, progress=False)
