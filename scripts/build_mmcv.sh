@@ -31,6 +31,11 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip wheel --no-deps --no-build-isolation "$src" -w "$wheel_dir.tmp"
   rm -rf "$wheel_dir"; mv "$wheel_dir.tmp" "$wheel_dir"   # atomic: a killed build leaves no wheel behind
 fi
-"$PY" -m pip install -q --no-deps "$wheel_dir"/mmcv-*.whl
-"$PY" -c "import mmcv.ops, mmcv; print('[build_mmcv] mmcv', mmcv.__version__, 'with ops OK')" || {
-  echo "[build_mmcv] ERROR: mmcv.ops does not import: the mmcv wheel in $wheel_dir was built without its compiled ops; delete that folder and re-run" >&2; exit 1; }
+wheel=$(ls "$wheel_dir"/mmcv-*.whl | head -1)
+# an isolated build silently drops the ops: refuse a wheel without the compiled extension
+if ! "$PY" -c "import sys, zipfile; sys.exit(0 if any(n.startswith('mmcv/_ext') for n in zipfile.ZipFile(sys.argv[1]).namelist()) else 1)" "$wheel"; then
+  echo "[build_mmcv] ERROR: $wheel has no compiled ops (mmcv/_ext*.so); delete $wheel_dir and re-run" >&2
+  exit 1
+fi
+"$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
+echo "[build_mmcv] installed $(basename "$wheel") (with compiled ops) from $wheel_dir"

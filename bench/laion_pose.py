@@ -1,0 +1,93 @@
+"""Benchmark of ``pose-data build-laion-pose``: how close does the pipeline get to the bare pose model?
+
+From one run on the same images (the bundled person photos, served on 127.0.0.1 and cycled):
+  * bare pose model images/s: PoseBatchRunner (decode + estimator) in this process, same thread
+    count and batch size as one pose actor, on the very images the pipeline downloads;
+  * end-to-end images/s of the Ray pipeline with 1 pose worker (download, pose, filter/render,
+    write; Ray already started, actor start-up and model load included), and their ratio;
+  * end-to-end images/s with 2 pose workers.
+
+    .venv/bin/python bench/laion_pose.py [--images 96] [--backend mediapipe|mmpose]
+
+The mmpose backend runs RTMDet-m + RTMPose-m from MMPose's configs with random weights (no
+weights ship here): its timing is real, its keypoints are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=384)
+    ap.add_argument("--backend", choices=("mediapipe", "mmpose"), default="mediapipe")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--shard-size", type=int, default=32)
+    args = ap.parse_args(argv)
+
+    import ray
+
+    from pipelines.demo import sample_dir
+    from pipelines.laion_pose import build_laion_pose, download_options
+    from pose_data.config import load_config
+    from pose_data.download import download_shard
+    from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
+    from pose_data.local_http import serve_directory
+    from pose_data.pose_batch import PoseBatchRunner
+
+    photos = ["astronaut.jpg", "cameraman.jpg", "grace_hopper.jpg"]
+    overrides = {
+        "input": {"shard_size": args.shard_size},
+        "pose": {"backend": args.backend, "batch_size": args.batch_size},
+        "preview_images": 0,
+    }
+    if args.backend == "mmpose":
+        overrides["pose"].update(det_checkpoint=None, pose_checkpoint=None, det_model="rtmdet-tiny")
+    cfg = load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"), overrides)
+
+    with tempfile.TemporaryDirectory() as tmp, serve_directory(sample_dir()) as base:
+        urls = [base + photos[i % len(photos)] for i in range(args.images)]
+        meta = Path(tmp) / "bench.parquet"
+        pq.write_table(pa.table({"URL": urls, "TEXT": [f"photo {i}" for i in range(len(urls))]}), meta)
+
+        # bare pose model on the same downloaded (resized) images, one thread like one actor
+        shard = download_shard(0, urls, download_options(cfg))
+        runner = PoseBatchRunner(cfg.pose, num_threads=int(cfg.ray.pose_worker_cpus))
+        idx = shard.pending()
+        runner.estimate(shard, idx[: args.batch_size])  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, len(idx), args.batch_size):
+            runner.estimate(shard, idx[i : i + args.batch_size])
+        bare = len(idx) / (time.perf_counter() - t0)
+        del runner
+
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        results, busy = {}, {}
+        for workers in (1, 2):
+            cfg.ray.num_pose_workers = workers
+            t0 = time.perf_counter()
+            manifest = build_laion_pose([str(meta)], str(Path(tmp) / f"out{workers}"), cfg, overwrite=True, progress=False)
+            wall = time.perf_counter() - t0
+            results[workers] = args.images / wall
+            busy[workers] = manifest["timings"]["stage_seconds_summed_over_shards"]["pose"] / (wall * workers)
+            stages = manifest["timings"]["stage_seconds_summed_over_shards"]
+        ray.shutdown()
+
+    print(f"\nbackend {args.backend}, {args.images} images, batch {args.batch_size}, shard {args.shard_size}")
+    print(f"bare pose model (decode + inference, 1 thread):  {bare:8.2f} images/s")
+    print(f"end-to-end pipeline, 1 pose worker:             {results[1]:8.2f} images/s")
+    print(f"ratio end-to-end / bare:                        {results[1] / bare:8.2f}   (goal >= 0.9)")
+    print(f"pose worker busy (pose seconds / wall), 1 worker: {busy[1]:6.2f}")
+    print(f"end-to-end pipeline, 2 pose workers:            {results[2]:8.2f} images/s   ({results[2] / results[1]:.2f}x of 1 worker)")
+    print(f"stage seconds summed over shards (2 workers): {stages}")
+
+
+if __name__ == "__main__":
+    main()

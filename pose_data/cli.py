@@ -1,0 +1,105 @@
+"""``pose-data``: the data pipelines' command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pose_data.config import deep_merge, parse_overrides, set_dotted
+
+# flag -> dotted config key; every default lives in the config dataclasses, not here
+LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--url-col": ("input.url_col", str, "URL column of INPUT (default URL)"),
+    "--caption-col": ("input.caption_col", str, "caption column of INPUT (default TEXT)"),
+    "--shard-size": ("input.shard_size", int, "input rows per output shard (default 1000)"),
+    "--image-size": ("download.image_size", int, "img2dataset image_size (default 512)"),
+    "--resize-mode": ("download.resize_mode", str, "img2dataset resize_mode: no|border|keep_ratio|keep_ratio_largest|center_crop"),
+    "--processes": ("download.processes", int, "download tasks at once (default 1)"),
+    "--threads": ("download.threads", int, "download threads per task (default 16)"),
+    "--timeout": ("download.timeout", int, "seconds per request (default 10)"),
+    "--retries": ("download.retries", int, "download retries (default 0)"),
+    "--pose-backend": ("pose.backend", str, "mmpose (RTMDet + RTMPose) or mediapipe (offline, 1 person)"),
+    "--device": ("pose.device", str, "cpu or cuda (default cpu)"),
+    "--batch-size": ("pose.batch_size", int, "images per pose call and boxes per keypoint-model batch (default 16)"),
+    "--det-model": ("pose.det_model", str, "MMPose backend detector: alias (rtmdet-m) or config path"),
+    "--det-checkpoint": ("pose.det_checkpoint", str, "detector weights: auto (official URL), a path, or none (random)"),
+    "--pose-model": ("pose.pose_model", str, "MMPose backend keypoint model: alias (rtmpose-m) or config path"),
+    "--pose-checkpoint": ("pose.pose_checkpoint", str, "keypoint weights: auto, a path, or none (random)"),
+    "--min-keypoint-score": ("filter.min_keypoint_score", float, "keypoint score threshold (default per backend: mmpose 0.3, mediapipe 0.5)"),
+    "--min-keypoints": ("filter.min_keypoints", int, "keypoints above the score a person needs (default 8)"),
+    "--min-person-area": ("filter.min_person_area", float, "person box area as a fraction of the image (default 0)"),
+    "--max-persons": ("filter.max_persons", int, "more kept persons than this: too_many_persons (default 3)"),
+    "--min-image-size": ("filter.min_image_size", int, "shorter side of the original, pixels (default 256)"),
+    "--skeleton-style": ("skeleton_style", str, "openpose (ControlNet annotator) or mmpose"),
+    "--ray-address": ("ray.address", str, "join a Ray cluster (auto or ray://host:port); default: local Ray"),
+    "--num-pose-workers": ("ray.num_pose_workers", int, "pose actors, one model load each (default 1)"),
+    "--pose-worker-cpus": ("ray.pose_worker_cpus", float, "CPUs per pose actor (default 1)"),
+    "--pose-worker-gpus": ("ray.pose_worker_gpus", float, "GPUs per pose actor (default 1 with --device cuda)"),
+    "--preview-images": ("preview_images", int, "kept images on preview.png (default 16, 0: none)"),
+}
+
+
+def _add_laion_pose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="LAION-style metadata: parquet, csv, tsv or jsonl files, or folders of them")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (re-run the same command to resume)")
+    p.add_argument("--config", default=None, help="preset (laion_pose, laion_pose-tiny / tiny) or YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. --set download.retries=2")
+    p.add_argument("--overwrite", action="store_true", help="start DIR again from scratch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, (_key, typ, help_text) in LAION_POSE_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_text)
+
+
+def laion_pose_config(args: argparse.Namespace):
+    """Dataclass defaults < --config preset/file < --set < named flags."""
+    from pose_data.config import load_config
+    from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
+
+    layers = [preset_or_file(args.config)] if args.config else []
+    layers.append(parse_overrides(args.set))
+    flags: dict = {}
+    for flag, (key, _typ, _help) in LAION_POSE_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            set_dotted(flags, key, value)
+    layers.append(flags)
+    cfg = load_config(LaionPoseConfig, *[deep_merge({}, layer) for layer in layers])
+    cfg.validate()
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pose-data", description="Follow-Your-Pose data pipelines")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build-laion-pose", help="LAION metadata -> downloaded images, keypoints, skeletons: Parquet + WebDataset")
+    _add_laion_pose_args(p)
+    d = sub.add_parser("demo", help="offline end-to-end demo on the bundled sample photos (CPU, MediaPipe)")
+    d.add_argument("--output", "-o", default="demo-output", metavar="DIR")
+    d.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "build-laion-pose":
+            cfg = laion_pose_config(args)
+            from pipelines.laion_pose import build_laion_pose
+
+            build_laion_pose(args.inputs, args.output, cfg, overwrite=args.overwrite, progress=not args.no_progress)
+        elif args.command == "demo":
+            from pipelines.demo import run_demo
+
+            run_demo(args.output, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"pose-data {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``pose-data`` command as a user runs it: the demo end to end, and early, named errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+BIN = Path(sys.executable).parent / "pose-data"
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_runs_end_to_end_offline(tmp_path):
+    proc = run("demo", "--output", str(tmp_path / "demo"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "demo" / "laion_pose"
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    # astronaut + cameraman kept; coffee + cat: nobody; portrait: too few keypoints; 404; html
+    assert counts["ok"] == 2 and counts["no_person"] == 2 and counts["low_confidence"] == 1
+    assert counts["download_failed"] == 1 and counts["decode_failed"] == 1
+    assert len(pd.read_parquet(out / "meta")) == 7
+    assert (out / "preview.png").stat().st_size > 10_000
+    assert "preview.png" in proc.stdout and "pd.read_parquet" in proc.stdout
+
+
+def test_missing_input_is_named(tmp_path):
+    proc = run("build-laion-pose", str(tmp_path / "nope.parquet"), "--output", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "input not found" in proc.stderr and "nope.parquet" in proc.stderr
+
+
+def test_missing_url_column_names_the_columns(tmp_path):
+    meta = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"], "TEXT": ["a"]}), meta)
+    proc = run("build-laion-pose", str(meta), "--output", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "no column 'URL' (set by --url-col)" in proc.stderr and "url, TEXT" in proc.stderr
+
+
+def test_bad_choices_are_named(tmp_path):
+    meta = tmp_path / "m.csv"
+    meta.write_text("URL,TEXT\nhttp://127.0.0.1:9/a.jpg,a\n")
+    proc = run("build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--skeleton-style", "stick")
+    assert proc.returncode == 2 and "skeleton_style 'stick' is not one of openpose, mmpose" in proc.stderr
+    proc = run("build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--set", "pose.devcie=cuda")
+    assert proc.returncode == 2 and "unknown config key(s) pose.devcie" in proc.stderr
