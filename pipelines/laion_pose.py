@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.progress import StatusProgress
+from pipelines.ray_utils import init_ray, require_resources
 from pose_data.atomic import remove_stale_temp_files, write_json_atomic
 from pose_data.config import to_dict
 from pose_data.download import DownloadOptions, download_shard
@@ -29,8 +31,6 @@ from pose_data.pose_batch import PoseBatchRunner
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
 from pose_data.shard_plan import ShardPlan, make_or_load_plan
 from pose_data.statuses import LAION_POSE_STATUSES
-from pipelines.progress import StatusProgress
-from pipelines.ray_utils import init_ray, require_resources
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("shards", "meta", "stats", "manifest.json", "preview.png")
@@ -208,7 +208,7 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
     downloading: dict = {}  # summary ref -> (shard id, shard ref)
     assembling: dict = {}  # assemble ref -> shard id
     while todo or downloading or assembling:
-        while todo and len(downloading) + len(assembling) < limit:
+        while todo and len(downloading) < cfg.download.processes and len(downloading) + len(assembling) < limit:
             sid = todo.popleft()
             summary_ref, shard_ref = download.remote(sid, str(plan.input_path(sid)), cfg.input.url_col, options)
             downloading[summary_ref] = (sid, shard_ref)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pose_data.image_decode import ImageDecodeError, decode_image, read_header
 from pose_data.filtering import FilterConfig, check_image_size
+from pose_data.image_decode import ImageDecodeError, decode_image, read_header
 from pose_data.statuses import DECODE_FAILED, DOWNLOAD_FAILED
 
 

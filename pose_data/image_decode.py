@@ -23,10 +23,10 @@ PIL pads truncated images with grey instead of failing and they are no longer re
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError

@@ -60,5 +60,5 @@ class PersonPose:
         }
 
     @classmethod
-    def from_record(cls, record: dict) -> "PersonPose":
+    def from_record(cls, record: dict) -> PersonPose:
         return cls(bbox=tuple(record["bbox"]), score=record["score"], keypoints=np.asarray(record["keypoints"]))

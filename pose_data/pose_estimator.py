@@ -94,7 +94,7 @@ class PoseEstimator(abc.ABC):
     def close(self) -> None:
         """Release native resources (default: nothing to release)."""
 
-    def __enter__(self) -> "PoseEstimator":
+    def __enter__(self) -> PoseEstimator:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import pathlib
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import mmpose
 import numpy as np

@@ -31,7 +31,7 @@ few small OpenCV calls per limb.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

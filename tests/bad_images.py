@@ -4,7 +4,6 @@ Each function returns the raw bytes a web server would send. They are small (a f
 decompression bomb ~110 KB) and deterministic, built with PIL / numpy / zlib, so tests need no
 network and no stored binaries. ``CASES`` maps a case name to its generator; ``SERVED_CASES`` is
 the subset an HTTP test serves (everything except the bomb, which is costly to decode).
-:func:`serve` puts any of them behind a local HTTP server, with a 404 and a slow URL.
 
 Pixel layouts are chosen so a test can check the decoded result, not just "it decoded":
 
@@ -18,15 +17,10 @@ Pixel layouts are chosen so a test can check the decoded result, not just "it de
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import struct
-import threading
-import time
 import zlib
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -306,50 +300,7 @@ CASES = {
 SERVED_CASES = {k: v for k, v in CASES.items() if k != "decompression_bomb_png"}
 
 
-# --- a local web server ------------------------------------------------------------------------
-
-#: Paths :func:`serve` answers besides the bodies: a 404 and a response that stalls.
+#: URL names a download test uses besides the bodies: one the server does not know (404) and one
+#: it answers slowly (a timeout); the server is ``conftest.LocalSite``.
 MISSING_PATH = "missing"
 SLOW_PATH = "slow"
-
-
-@contextlib.contextmanager
-def serve(bodies: dict[str, bytes], *, slow_seconds: float = 3.0) -> Iterator[str]:
-    """Serve ``bodies`` at ``<base>/<name>`` on 127.0.0.1 from a background thread; yield ``<base>``.
-
-    Every body is sent with ``Content-Type: image/jpeg`` (HTML served as an image included).
-    ``<base>/missing`` answers 404; ``<base>/slow`` waits ``slow_seconds`` before answering with
-    the pattern PNG, to exercise download timeouts. The server stops when the block exits.
-    """
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            name = self.path.strip("/")
-            if name == SLOW_PATH:
-                time.sleep(slow_seconds)
-                body = pattern_png()
-            elif name in bodies:
-                body = bodies[name]
-            else:
-                self.send_error(404, "Not Found")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet test output
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True  # a stalled /slow handler must not block shutdown
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

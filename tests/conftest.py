@@ -33,7 +33,7 @@ class LocalSite:
                 site.hits[name] = site.hits.get(name, 0) + 1
                 route = site.routes.get(name)
                 if route is None:
-                    self.send_error(404, "not found")
+                    self.send_error(404, "Not Found")
                     return
                 if route.delay:
                     time.sleep(route.delay)

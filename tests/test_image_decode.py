@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import bad_images as b
+from conftest import Route
 from pose_data.image_decode import PIL_DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_size
 
 PATTERN = b.pattern_rgb()  # (48, 64, 3): red TL, green TR, blue BL, white BR
@@ -285,7 +286,7 @@ RESIZE_FAILED = {"html_page", "random_bytes", "truncated_jpeg", "truncated_png",
 
 
 @pytest.mark.slow
-def test_img2dataset_outputs_decode(tmp_path, monkeypatch):
+def test_img2dataset_outputs_decode(tmp_path, monkeypatch, local_site):
     """Run img2dataset 1.47 (resize_mode "no") on every served fixture; decode what it stored."""
     monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
     import img2dataset
@@ -293,14 +294,16 @@ def test_img2dataset_outputs_decode(tmp_path, monkeypatch):
 
     bodies = {name: gen() for name, gen in b.SERVED_CASES.items()}
     names = [*bodies, b.MISSING_PATH, b.SLOW_PATH]
-    with b.serve(bodies, slow_seconds=3) as base:
-        pd.DataFrame({"url": [f"{base}/{n}" for n in names], "caption": names}).to_parquet(tmp_path / "urls.parquet")
-        img2dataset.download(
-            url_list=str(tmp_path / "urls.parquet"), input_format="parquet", url_col="url", caption_col="caption",
-            output_folder=str(tmp_path / "out"), output_format="webdataset", image_size=512, resize_mode="no",
-            encode_format="jpg", processes_count=1, thread_count=4, timeout=1, retries=0,
-            distributor="multiprocessing", number_sample_per_shard=100,
-        )  # fmt: skip
+    for name, body in bodies.items():
+        local_site.add(f"i2d/{name}", Route(body))  # every body as image/jpeg, HTML included
+    local_site.add(f"i2d/{b.SLOW_PATH}", Route(b.pattern_png(), delay=3.0))  # b.MISSING_PATH: 404
+    pd.DataFrame({"url": [local_site.url(f"i2d/{n}") for n in names], "caption": names}).to_parquet(tmp_path / "urls.parquet")
+    img2dataset.download(
+        url_list=str(tmp_path / "urls.parquet"), input_format="parquet", url_col="url", caption_col="caption",
+        output_folder=str(tmp_path / "out"), output_format="webdataset", image_size=512, resize_mode="no",
+        encode_format="jpg", processes_count=1, thread_count=4, timeout=1, retries=0,
+        distributor="multiprocessing", number_sample_per_shard=100,
+    )  # fmt: skip
     rows = pd.read_parquet(tmp_path / "out" / "00000.parquet").set_index("caption")
     with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
         stored = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}

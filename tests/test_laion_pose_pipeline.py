@@ -216,3 +216,41 @@ def test_a_changed_config_is_refused_on_resume(built, metadata):
     cfg.filter.max_persons = 1
     with pytest.raises(ValueError, match="filter.max_persons: 3 -> 1"):
         build_laion_pose([str(metadata)], str(out), cfg, progress=False)
+
+
+def test_mmpose_backend_runs_in_the_actor_pool(ray_local, local_site, tmp_path):
+    """RTMDet-tiny + RTMPose-m built from MMPose's/MMDet's own configs with random weights, in a Ray
+    actor: plumbing only (random weights find nobody), every row gets its status and reason."""
+    from pipelines.laion_pose import build_laion_pose
+
+    urls = [local_site.add("mm/astronaut.jpg", Route((SAMPLES / "astronaut.jpg").read_bytes())), local_site.url("mm/dead.jpg")]
+    meta = tmp_path / "m.csv"
+    pd.DataFrame({"URL": urls, "TEXT": ["astronaut", "dead"]}).to_csv(meta, index=False)
+    cfg = tiny_config()
+    cfg.pose.backend, cfg.pose.det_model = "mmpose", "rtmdet-tiny"
+    cfg.pose.det_checkpoint = cfg.pose.pose_checkpoint = None
+    manifest = build_laion_pose([str(meta)], str(tmp_path / "out"), cfg, progress=False)
+    rows = pd.read_parquet(tmp_path / "out" / "meta").set_index("caption")
+    assert rows.loc["astronaut", "status"] == "no_person" and rows.loc["astronaut", "error"] == "no person detected"
+    assert rows.loc["dead", "status"] == "download_failed"
+    assert manifest["min_keypoint_score_used"] == 0.3  # the mmpose default, not mediapipe's 0.5
+
+
+def test_mmpose_skeleton_style_is_written(built, ray_local, metadata, tmp_path):
+    """Same input with --skeleton-style mmpose: same statuses, skeletons drawn in MMPose's colours."""
+    import webdataset as wds
+
+    from pipelines.laion_pose import build_laion_pose
+
+    reference, _ = built
+    cfg = tiny_config()
+    cfg.skeleton_style = "mmpose"
+    manifest = build_laion_pose([str(metadata)], str(tmp_path / "mm"), cfg, progress=False)
+    a = pd.read_parquet(reference / "meta").set_index("key")["status"]
+    b = pd.read_parquet(tmp_path / "mm" / "meta").set_index("key")["status"]
+    assert a.equals(b)
+    for s in wds.WebDataset(str(tmp_path / "mm" / manifest["shard_pattern"]), shardshuffle=False, empty_check=False):
+        skeleton = np.asarray(Image.open(io.BytesIO(s["pose.png"])).convert("RGB")).reshape(-1, 3)
+        colours = {tuple(c) for c in np.unique(skeleton, axis=0)}
+        assert (0, 255, 0) in colours or (255, 128, 0) in colours  # MMPose's COCO link colours
+        assert json.loads(s["json"])["skeleton_style"] == "mmpose"
