@@ -62,14 +62,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
         raise ValueError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+    if tp in (int, float):
+        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{where}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {'an integer' if tp is int else 'a number'}, got {value!r}") from None
     if tp is str:
         if value is None:
             raise ValueError(f"{where}: expected a string, got None")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 
 from pose_data.filtering import FilterConfig, check_image_size
 from pose_data.image_decode import ImageDecodeError, decode_image, read_header
@@ -99,8 +100,6 @@ class ImageNormalizer:
                 rgb = decode_image(data, max_pixels=int(self.max_pixels))
             except ImageDecodeError as err:
                 return None, None, None, None, None, err.reason
-            from PIL import Image
-
             buf = io.BytesIO()
             Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
             img_stream = io.BytesIO(buf.getvalue())

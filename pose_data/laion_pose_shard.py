@@ -70,6 +70,7 @@ class ShardStats:
     counts: dict[str, int]
     tar_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
+    finished_at: float = 0.0  # time.time() when the shard's files were complete
 
 
 def assemble_shard(
@@ -187,4 +188,5 @@ def assemble_shard(
             "render": render_s,
             "write": time.perf_counter() - start - render_s,
         },
+        finished_at=time.time(),
     )

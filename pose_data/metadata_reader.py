@@ -46,10 +46,32 @@ def read_metadata(path: Path) -> pa.Table:
         raise ValueError(f"cannot read metadata file {path}: {err}") from err
 
 
-def require_columns(table: pa.Table, path: Path, columns: dict[str, str]) -> None:
+def read_metadata_schema(path: Path) -> pa.Schema:
+    """The columns of a metadata file (parquet: from its footer, without reading the data)."""
+    if path.suffix == ".parquet":
+        try:
+            return pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ValueError(f"cannot read metadata file {path}: {err}") from err
+    return read_metadata(path).schema
+
+
+def require_columns(schema: pa.Schema, path: Path, columns: dict[str, str]) -> None:
     """``columns`` maps option name -> column name; a missing one stops the run naming both."""
     for option, column in columns.items():
-        if column not in table.column_names:
-            raise ValueError(
-                f"{path}: no column {column!r} (set by {option}); its columns are: {', '.join(table.column_names)}"
-            )
+        if column not in schema.names:
+            raise ValueError(f"{path}: no column {column!r} (set by {option}); its columns are: {', '.join(schema.names)}")
+
+
+def conform_to_schema(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order: missing ones as nulls, types cast."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            try:
+                columns.append(table.column(field.name).cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise ValueError(f"{path}: column {field.name!r} cannot be read as {field.type}: {err}") from err
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pose_data.atomic import atomic_path, write_json_atomic
-from pose_data.metadata_reader import read_metadata, require_columns
+from pose_data.metadata_reader import conform_to_schema, read_metadata, read_metadata_schema, require_columns
 
 PLAN_FILE = "_work/plan.json"
 
@@ -84,19 +84,38 @@ def make_or_load_plan(
             )
         return ShardPlan(out_dir, old["num_rows"], old["num_shards"], shard_size)
 
-    tables = []
-    for f in files:
-        table = read_metadata(f)
-        require_columns(table, f, required_columns)
-        tables.append(table)
+    # Pass 1: one schema for all files (a column missing from a file becomes nulls there), so
+    # every meta/NNNNN.parquet has the same columns and pd.read_parquet(DIR/meta) reads them all.
+    schemas = [read_metadata_schema(f) for f in files]
+    for f, schema in zip(files, schemas):
+        require_columns(schema, f, required_columns)
     try:
-        table = pa.concat_tables(tables, promote_options="permissive")
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise ValueError(f"input files have incompatible columns: {err}") from err
-    num_rows = table.num_rows
-    num_shards = -(-num_rows // shard_size)
-    for shard_id in range(num_shards):
-        with atomic_path(out_dir / "_work" / "input" / f"{shard_id:05d}.parquet") as tmp:
-            pq.write_table(table.slice(shard_id * shard_size, shard_size), tmp)
+    # Pass 2: stream the files into shards of shard_size rows (shards may span files); only one
+    # file and one partial shard are in memory at a time.
+    num_rows = num_shards = 0
+    pending: list[pa.Table] = []
+    pending_rows = 0
+
+    def emit(table: pa.Table) -> None:
+        nonlocal num_shards
+        with atomic_path(out_dir / "_work" / "input" / f"{num_shards:05d}.parquet") as tmp:
+            pq.write_table(table, tmp)
+        num_shards += 1
+
+    for f in files:
+        table = conform_to_schema(read_metadata(f), schema, f)
+        num_rows += table.num_rows
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= shard_size:
+            joined = pa.concat_tables(pending)
+            emit(joined.slice(0, shard_size))
+            rest = joined.slice(shard_size)
+            pending, pending_rows = [rest], rest.num_rows
+    if pending_rows:
+        emit(pa.concat_tables(pending))
     write_json_atomic(plan_path, {**described, "num_rows": num_rows, "num_shards": num_shards})
     return ShardPlan(out_dir, num_rows, num_shards, shard_size)
