@@ -1,0 +1,56 @@
+"""Training state that rides along in accelerate checkpoints, and checkpoint folder bookkeeping."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainingState:
+    """Optimizer steps taken and stream samples consumed (the data position), saved with the model."""
+
+    step: int = 0
+    samples: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.samples = int(state["step"]), int(state["samples"])
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / "checkpoints" / f"checkpoint-{step:07d}"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
+    """``None``: fresh start; ``"latest"``: the newest checkpoint (fresh start if there is none); or a folder."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+    return path
+
+
+def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
+    if keep is None:
+        return
+    for path in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(path)

@@ -1,0 +1,231 @@
+"""The stage-1 pose encoder: a T2I-Adapter "full adapter" followed by one zero-initialised 1x1 conv per level.
+
+Follow Your Pose (stage 1) trains this encoder on image–skeleton pairs while the Stable Diffusion UNet stays frozen.
+The encoder turns a skeleton image into one feature map per UNet down block; each map is added as a residual after
+the block's last resnet/attention pair, before its downsampler (diffusers' ``down_intrablock_additional_residuals``,
+see ``model/pose_unet.py``).
+
+The body is diffusers' ``FullAdapter`` (PixelUnshuffle → 3x3 ``conv_in`` → per level: optional AvgPool downsample,
+optional 1x1 ``in_conv`` on a channel change, ``num_res_blocks`` residual blocks of 3x3 conv, ReLU, 1x1 conv), i.e. the
+official code's ``Adapter(cin=3*64, channels=[320, 640, 1280, 1280], nums_rb=2, ksize=1, sk=True, use_conv=False)``.
+
+On top of it sits one 1x1 conv per level (``out_convs``). A freshly built encoder has them at zero (weights and
+biases), ControlNet-style: every output is exactly zero, so the UNet starts out bit-for-bit unchanged, while the zero
+convs' weights still get non-zero gradients on the first step (their gradient is the feature map times the incoming
+gradient) and the body starts learning from the second step. The official code does not zero-initialise its adapter.
+The loaders for pretrained weights (``from_t2i_adapter``, ``from_official_state_dict``) set the output convs to the
+identity instead, so a pretrained adapter behaves exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+
+import torch
+from diffusers import T2IAdapter
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.adapter import FullAdapter
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+# Key names of the official checkpoint (T2I-Adapter's original ``Adapter``, which Follow Your Pose copies):
+# ``conv_in.{weight,bias}`` and ``body.{k}.{in_conv,block1,block2}.{weight,bias}`` with one flat index
+# ``k = level * num_res_blocks + block`` over all residual blocks.
+_OFFICIAL_BODY_KEY = re.compile(r"^body\.(\d+)\.(in_conv|block1|block2)\.(weight|bias)$")
+_OFFICIAL_CONV_IN_KEY = re.compile(r"^conv_in\.(weight|bias)$")
+
+
+class PoseEncoder(ModelMixin, ConfigMixin):
+    """Skeleton images in [0, 1] → one residual feature map per UNet down block.
+
+    Args:
+        in_channels: channels of the pose image (3 for RGB skeleton renderings).
+        channels: output channels per level; must equal the UNet's ``block_out_channels`` (one level per down block).
+        num_res_blocks: residual blocks per level (2 in the official encoder).
+        downscale_factor: the PixelUnshuffle factor; 8 = the VAE's factor, so level 0 matches the latent size.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: Sequence[int] = (320, 640, 1280, 1280),
+        num_res_blocks: int = 2,
+        downscale_factor: int = 8,
+    ):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if in_channels < 1 or not channels or min(channels) < 1 or num_res_blocks < 1 or downscale_factor < 1:
+            raise ValueError(
+                f"PoseEncoder needs positive sizes and at least one level, got in_channels={in_channels}, "
+                f"channels={channels}, num_res_blocks={num_res_blocks}, downscale_factor={downscale_factor}"
+            )
+        self.adapter = FullAdapter(in_channels, list(channels), num_res_blocks, downscale_factor)
+        self.out_convs = nn.ModuleList(nn.Conv2d(c, c, kernel_size=1) for c in channels)
+        self.zero_output_convs()
+
+    # ----------------------------------------------------------------------------------------------- construction
+
+    @classmethod
+    def for_unet(cls, unet, **config) -> PoseEncoder:
+        """A fresh (zero-output) encoder whose levels match ``unet.config.block_out_channels``.
+
+        ``config`` may override ``in_channels``, ``num_res_blocks`` and ``downscale_factor``.
+        """
+        if "channels" in config:
+            raise ValueError("for_unet takes the channels from the UNet's block_out_channels; do not pass `channels`")
+        return cls(channels=tuple(unet.config.block_out_channels), **config)
+
+    @classmethod
+    def from_t2i_adapter(cls, path_or_adapter: str | os.PathLike | T2IAdapter) -> PoseEncoder:
+        """Loads a diffusers ``T2IAdapter`` (a ``save_pretrained`` directory, or the model itself) of type
+        ``full_adapter``; the output convs are set to the identity so the result equals the T2IAdapter's output."""
+        adapter = path_or_adapter
+        if not isinstance(adapter, T2IAdapter):
+            adapter = T2IAdapter.from_pretrained(path_or_adapter)
+        cfg = adapter.config
+        if cfg.adapter_type != "full_adapter":
+            raise ValueError(f"Unsupported adapter_type {cfg.adapter_type!r}: PoseEncoder reuses only 'full_adapter' weights")
+        encoder = cls(
+            in_channels=cfg.in_channels,
+            channels=tuple(cfg.channels),
+            num_res_blocks=cfg.num_res_blocks,
+            downscale_factor=cfg.downscale_factor,
+        )
+        # T2IAdapter and PoseEncoder both hold the FullAdapter under the attribute `adapter`: the keys coincide.
+        encoder._load_body(adapter.state_dict())
+        encoder.identity_output_convs()
+        return encoder
+
+    @classmethod
+    def from_official_state_dict(cls, path_or_dict: str | os.PathLike | Mapping[str, torch.Tensor], **config) -> PoseEncoder:
+        """Loads Follow Your Pose's ``pose_encoder.pth`` (T2I-Adapter's original key names) into a new encoder.
+
+        ``config`` defaults to the official architecture (3 input channels, channels (320, 640, 1280, 1280),
+        2 residual blocks, downscale 8). A ``module.`` prefix on every key (a checkpoint saved from a
+        DistributedDataParallel wrapper) is stripped. Every key must map onto the encoder and every encoder
+        weight must be given: otherwise ValueError listing the keys. Output convs are set to the identity.
+        """
+        if isinstance(path_or_dict, Mapping):
+            state_dict = dict(path_or_dict)
+        else:
+            state_dict = torch.load(path_or_dict, weights_only=True, map_location="cpu")
+            if not isinstance(state_dict, Mapping):
+                raise ValueError(f"{path_or_dict} holds a {type(state_dict).__name__}, not a state dict")
+        encoder = cls(**config)
+        mapped = official_to_diffusers_keys(state_dict, encoder.config.num_res_blocks, len(encoder.config.channels))
+        encoder._load_body(mapped)
+        encoder.identity_output_convs()
+        return encoder
+
+    def _load_body(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Loads exactly the ``adapter.*`` weights; ValueError naming missing, unexpected or mis-shaped keys."""
+        expected = {key: value.shape for key, value in self.state_dict().items() if key.startswith("adapter.")}
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        mis_shaped = sorted(
+            f"{key}: got {tuple(state_dict[key].shape)}, expected {tuple(shape)}"
+            for key, shape in expected.items()
+            if key in state_dict and state_dict[key].shape != shape
+        )
+        if missing or unexpected or mis_shaped:
+            raise ValueError(
+                f"pose encoder weights do not fit {dict(self.config)}: missing {missing}, unexpected {unexpected}, "
+                f"wrong shapes {mis_shaped}"
+            )
+        self.load_state_dict(dict(state_dict), strict=False)
+
+    @torch.no_grad()
+    def zero_output_convs(self) -> None:
+        """Output convs to zero: every output becomes exactly 0 (the freshly built, trainable state)."""
+        for conv in self.out_convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+
+    @torch.no_grad()
+    def identity_output_convs(self) -> None:
+        """Output convs to the identity (weight = eye, bias 0): outputs are the adapter body's features as is."""
+        for conv in self.out_convs:
+            eye = torch.eye(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device)
+            conv.weight.copy_(eye[:, :, None, None])  # (c_out, c_in, 1, 1)
+            conv.bias.zero_()
+
+    # ----------------------------------------------------------------------------------------------------- forward
+
+    @property
+    def total_downscale_factor(self) -> int:
+        """Pose height and width must be multiples of this (PixelUnshuffle, then one 2x pooling per extra level)."""
+        return self.config.downscale_factor * 2 ** (len(self.config.channels) - 1)
+
+    def forward(self, pose: torch.Tensor, pose_scale: float = 1.0) -> list[torch.Tensor]:
+        """One feature map per level, each multiplied by ``pose_scale``.
+
+        Args:
+            pose: skeleton images in [0, 1], either an image batch (b, c, h, w) or a pose sequence (b, c, f, h, w).
+                Frames are encoded independently.
+            pose_scale: strength of the pose guidance (0 turns it off exactly).
+
+        Returns:
+            ``[(n, channels[i], h / (downscale_factor * 2**i), w / (downscale_factor * 2**i)) for each level i]``
+            with n = b for images and n = b * f for sequences, frames in ``(b f)`` order (batch-major: all frames of
+            the first video, then all of the second), the same flattening stage 2 uses for video latents.
+        """
+        if pose.ndim == 5:
+            b, c, f, h, w = pose.shape
+            # (b, c, f, h, w) -> (b, f, c, h, w) -> (b*f, c, h, w): frames in (b f) order
+            pose = pose.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        elif pose.ndim != 4:
+            raise ValueError(
+                f"pose must be an image batch (b, c, h, w) or a sequence (b, c, f, h, w), got shape {tuple(pose.shape)}"
+            )
+        _, c, h, w = pose.shape
+        if c != self.config.in_channels:
+            raise ValueError(f"pose has {c} channels, the encoder expects in_channels={self.config.in_channels}")
+        factor = self.total_downscale_factor
+        if h % factor or w % factor:
+            raise ValueError(
+                f"pose height and width must be multiples of {factor} (downscale_factor {self.config.downscale_factor} "
+                f"* 2**{len(self.config.channels) - 1} levels), got {h}x{w}"
+            )
+        features = self.adapter(pose.to(dtype=self.dtype))
+        return [conv(feature) * pose_scale for conv, feature in zip(self.out_convs, features)]
+
+
+def official_to_diffusers_keys(
+    state_dict: Mapping[str, torch.Tensor], num_res_blocks: int, num_levels: int
+) -> dict[str, torch.Tensor]:
+    """Renames T2I-Adapter original ``Adapter`` keys to PoseEncoder's (diffusers ``FullAdapter`` under ``adapter.``).
+
+    ``conv_in.*`` → ``adapter.conv_in.*``; ``body.{k}.block{1,2}.*`` → ``adapter.body.{k // n}.resnets.{k % n}.block{1,2}.*``;
+    ``body.{k}.in_conv.*`` (only on the first block of a level) → ``adapter.body.{k // n}.in_conv.*`` (n =
+    num_res_blocks). Keys that fit none of these (e.g. ``skep`` convs of an ``sk=False`` adapter, ``in_conv`` inside a
+    level, block indices past the last level) raise ValueError, all of them named; nothing is dropped silently.
+    """
+    keys = list(state_dict)
+    if keys and all(key.startswith("module.") for key in keys):
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
+    mapped: dict[str, torch.Tensor] = {}
+    unmapped: list[str] = []
+    for key, value in state_dict.items():
+        new_key = None
+        if match := _OFFICIAL_CONV_IN_KEY.match(key):
+            new_key = f"adapter.conv_in.{match.group(1)}"
+        elif match := _OFFICIAL_BODY_KEY.match(key):
+            index, layer, param = int(match.group(1)), match.group(2), match.group(3)
+            level, block = divmod(index, num_res_blocks)
+            if level < num_levels and layer != "in_conv":
+                new_key = f"adapter.body.{level}.resnets.{block}.{layer}.{param}"
+            elif level < num_levels and block == 0:
+                new_key = f"adapter.body.{level}.in_conv.{param}"
+        if new_key is None:
+            unmapped.append(key)
+        else:
+            mapped[new_key] = value
+    if unmapped:
+        raise ValueError(
+            f"official pose encoder keys with no place in a full adapter of {num_levels} levels x {num_res_blocks} "
+            f"residual blocks: {sorted(unmapped)}"
+        )
+    return mapped
