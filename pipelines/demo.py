@@ -1,11 +1,15 @@
-"""``pose-data demo``: the whole LAION-Pose builder offline on the bundled sample photos.
+"""``pose-data demo``: the project end to end, offline, on the bundled sample photos (CPU).
 
-The photos are served on 127.0.0.1 (the stand-in for the web), the bundled LAION-style metadata
-is pointed at them, and the builder runs with the tiny preset (MediaPipe pose on CPU).
+1. LAION-Pose: the photos are served on 127.0.0.1 (the stand-in for the web), the bundled
+   LAION-style metadata is pointed at them, and the builder runs with the tiny preset (MediaPipe).
+2. Stage 1: a tiny random Stable Diffusion in diffusers layout (``fyp-train make-tiny-base``) and
+   the pose encoder trained on that LAION-Pose for a few dozen steps (``fyp-train stage1`` with the
+   ``stage1-tiny`` preset), ending with a validation grid.
 """
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -37,11 +41,32 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         # the port changes every run: start the LAION-Pose folder afresh each time
         manifest = build_laion_pose([str(metadata)], str(out / "laion_pose"), cfg, overwrite=True, progress=progress)
     lp = out / "laion_pose"
+    grid = run_stage1_demo(out, lp)
     print(
         "\nDemo done. Look at:\n"
         f"  {lp / 'preview.png'}   kept images with skeletons, counts by status\n"
         f"  {lp / 'manifest.json'}   config, versions, counts, timings\n"
         f"  pandas:     pd.read_parquet('{lp / 'meta'}')\n"
-        f"  webdataset: webdataset.WebDataset('{lp}/{manifest['shard_pattern']}')"
+        f"  webdataset: webdataset.WebDataset('{lp}/{manifest['shard_pattern']}')\n"
+        f"  {grid}   stage-1 validation: skeleton | generated image per prompt (tiny random SD)\n"
+        f"  tensorboard --logdir {out / 'stage1' / 'logs'}"
     )
     return out
+
+
+def run_stage1_demo(out: Path, laion_pose: Path) -> Path:
+    """Tiny base model + a few dozen stage-1 steps on the demo's LAION-Pose; returns the last grid."""
+    from model.stage1_config import Stage1Config
+    from model.stage1_config import preset_or_file as stage1_preset
+    from model.tiny_base import make_tiny_base
+    from model.train_stage1 import train_stage1
+
+    base = make_tiny_base(out / "tiny-sd", seed=0)
+    cfg = load_config(
+        Stage1Config,
+        stage1_preset("stage1-tiny"),
+        {"output_dir": str(out / "stage1"), "data": {"shards": str(laion_pose)}, "model": {"base": str(base)}},
+    )
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the demo starts afresh each time
+    summary = train_stage1(cfg)
+    return Path(cfg.output_dir) / "validation" / f"step-{summary['steps']:07d}.png"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 BIN = Path(sys.executable).parent / "pose-data"
 
@@ -30,6 +31,13 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert len(pd.read_parquet(out / "meta")) == 7
     assert (out / "preview.png").stat().st_size > 10_000
     assert "preview.png" in proc.stdout and "pd.read_parquet" in proc.stdout
+    # stage 1 continued from that LAION-Pose: tiny base, 40 steps, validation grids
+    stage1 = tmp_path / "demo" / "stage1"
+    assert json.loads((stage1 / "summary.json").read_text())["steps"] == 40
+    grid = Image.open(stage1 / "validation" / "step-0000040.png")
+    assert grid.size == (3 * 64, 2 * 64)  # 2 poses x (skeleton + 2 prompts) at 64 px
+    assert (stage1 / "pose_encoder" / "diffusion_pytorch_model.safetensors").is_file()
+    assert str(stage1 / "validation" / "step-0000040.png") in proc.stdout
 
 
 def test_missing_input_is_named(tmp_path):

@@ -161,3 +161,75 @@ def test_validation_grid_and_tensorboard(tmp_path, laion_pose_dir, tiny_base):
     assert grid[:, :64].max() > 0 and grid[:, 64:].std() > 0
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+
+
+def test_gradient_accumulation_counts_micro_batches(tmp_path, laion_pose_dir, tiny_base):
+    from model.train_stage1 import Stage1Trainer
+
+    cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=2, checkpoint_every=0, batch_size=1, gradient_accumulation_steps=3)
+    cfg.optim.lr_schedule, cfg.optim.warmup_steps = "linear", 0
+    trainer = Stage1Trainer(cfg)
+    trainer.train()
+    assert (trainer.state.step, trainer.state.samples) == (2, 6)
+    # the LR schedule advanced once per optimizer step, not per micro-batch: linear decay 2 of 2 steps
+    assert trainer.lr_schedule.get_last_lr()[0] == pytest.approx(0.0)
+
+
+def test_cli_bf16_mixed_precision_run_and_resume(tmp_path, laion_pose_dir, tiny_base):
+    """fyp-train as a user runs it (own process: accelerate's precision is per process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    fyp = Path(sys.executable).parent / "fyp-train"
+    args = [str(fyp), "stage1", "--config", "stage1-tiny", f"data.shards={laion_pose_dir}", f"model.base={tiny_base}",
+            f"output_dir={tmp_path / 'run'}", "mixed_precision=bf16", "validation.every=0", "checkpoint_every=1"]  # fmt: skip
+    first = subprocess.run([*args, "max_steps=1"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([*args, "max_steps=2", "--resume", "latest"], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resumed from" in second.stderr and "at step 1" in second.stderr
+    weights = load_file(tmp_path / "run" / "pose_encoder" / "diffusion_pytorch_model.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())  # trainable weights stay fp32 under bf16
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+    bad = subprocess.run([*args, "mixed_precision=fp8"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "mixed_precision 'fp8' is not one of no, fp16, bf16" in bad.stderr
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, prediction_type):
+    from diffusers import DDPMScheduler
+
+    from model.base_model import load_base_model
+    from model.laion_pose_dataset import LaionPoseStream, collate
+    from model.pose_encoder import PoseEncoder
+    from model.train_stage1 import diffusion_loss, snr
+
+    base = load_base_model(tiny_base)
+    base.noise_scheduler = DDPMScheduler.from_config(base.noise_scheduler.config, prediction_type=prediction_type)
+    encoder = PoseEncoder.for_unet(base.unet)
+    batch = collate(list(LaionPoseStream(str(laion_pose_dir), resolution=64, epochs=1))[:2])
+
+    def run(gamma):
+        torch.manual_seed(7)
+        return diffusion_loss(base, encoder, batch, pose_scale=1.0, min_snr_gamma=gamma)
+
+    # the same draws by hand: latents, noise, timesteps in the order diffusion_loss takes them
+    torch.manual_seed(7)
+    from model.base_model import encode_images, encode_prompts
+
+    latents = encode_images(base, batch["pixel_values"])
+    encode_prompts(base, batch["captions"])
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, 1000, (2,))
+    sched = base.noise_scheduler
+    target = noise if prediction_type == "epsilon" else sched.get_velocity(latents, noise, t)
+    with torch.no_grad():
+        pred = base.unet(sched.add_noise(latents, noise, t), t, encode_prompts(base, batch["captions"])).sample
+    per_sample = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+    assert float(run(None)) == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    s = snr(sched, t)
+    weight = torch.clamp(s, max=5.0) / (s + 1 if prediction_type == "v_prediction" else s)
+    assert float(run(5.0)) == pytest.approx(float((per_sample * weight).mean()), rel=1e-5)
