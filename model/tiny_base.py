@@ -17,12 +17,11 @@ exactly like ``CompVis/stable-diffusion-v1-4``:
 Only the tokenizer is real: it is built from the BPE merges that ship inside ``open_clip_torch``
 (``open_clip/bpe_simple_vocab_16e6.txt.gz``), so prompts tokenize to the same ids as with SD 1.x.
 
-Run ``python -m model.tiny_base OUT_DIR`` to write one.
+Run ``fyp-train make-tiny-base DIR`` to write one.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.resources
 import json
@@ -255,20 +254,3 @@ def _write_model_index(out: Path) -> None:
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        description="Write a tiny random SD-1.x-layout base model (for tests and offline smoke runs)."
-    )
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sample-size", type=int, default=32, help="UNet latent size (images are 8x larger)")
-    args = parser.parse_args(argv)
-    path = make_tiny_base(args.out_dir, seed=args.seed, sample_size=args.sample_size)
-    print(path)
-    return path
-
-
-if __name__ == "__main__":
-    main()
