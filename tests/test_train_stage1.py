@@ -89,6 +89,8 @@ def test_reads_the_shards_with_one_crop_for_image_and_skeleton(laion_pose_dir):
         assert float(s.pose.max()) > 0.5 and s.caption.startswith("a photo of")
     again = list(LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1))
     assert all(torch.equal(a.pose, b.pose) and a.key == b.key for a, b in zip(samples, again))
+    ranks = [[s.key for s in LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, epochs=1, rank=r, world_size=2)] for r in (0, 1)]
+    assert ranks[0] == [s.key for s in samples[0::2]] and ranks[1] == [s.key for s in samples[1::2]]  # one GPU each
     resumed = list(LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1, start=3))
     assert [s.key for s in resumed] == [s.key for s in samples[3:]]
     assert torch.equal(resumed[0].pixel_values, samples[3].pixel_values)
@@ -100,6 +102,9 @@ def test_only_the_encoder_trains_and_frozen_weights_stay_bit_identical(tmp_path,
     trainer = Stage1Trainer(tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=3, checkpoint_every=0))
     frozen = {name: _state(getattr(trainer.base, name)) for name in ("unet", "vae", "text_encoder")}
     encoder_before = _state(trainer.encoder)
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    assert all(isinstance(p, AttnProcessor2_0) for p in trainer.base.unet.attn_processors.values())  # SDPA
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in trainer.encoder.parameters()}
     trainer.train()
@@ -168,7 +173,9 @@ def test_gradient_accumulation_counts_micro_batches(tmp_path, laion_pose_dir, ti
 
     cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=2, checkpoint_every=0, batch_size=1, gradient_accumulation_steps=3)
     cfg.optim.lr_schedule, cfg.optim.warmup_steps = "linear", 0
+    cfg.model.gradient_checkpointing = True
     trainer = Stage1Trainer(cfg)
+    assert trainer.base.unet.is_gradient_checkpointing
     trainer.train()
     assert (trainer.state.step, trainer.state.samples) == (2, 6)
     # the LR schedule advanced once per optimizer step, not per micro-batch: linear decay 2 of 2 steps
