@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-from pose_data.config import load_yaml
+from pose_data.config import load_preset_or_file
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
@@ -93,9 +91,5 @@ PRESETS = ("stage1", "stage1-tiny")
 
 
 def preset_or_file(name_or_path: str) -> dict:
-    if name_or_path in PRESETS:
-        return load_yaml(Path(str(resources.files("model") / "configs" / f"{name_or_path}.yaml")))
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-    return load_yaml(path)
+    """A preset name (``stage1``, ``stage1-tiny``) or a YAML path -> dict."""
+    return load_preset_or_file(name_or_path, package="model", presets=PRESETS)

@@ -132,6 +132,17 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def load_preset_or_file(name_or_path: str, *, package: str, presets: tuple[str, ...]) -> dict:
+    """A preset shipped in ``<package>/configs/<name>.yaml`` (one of ``presets``) or a YAML path -> dict."""
+    if name_or_path in presets:
+        from importlib import resources
+
+        return load_yaml(Path(str(resources.files(package) / "configs" / f"{name_or_path}.yaml")))
+    if not Path(name_or_path).is_file():
+        raise FileNotFoundError(f"--config {name_or_path!r} is neither a preset ({', '.join(presets)}) nor a file")
+    return load_yaml(name_or_path)
+
+
 def load_config(cls: type[T], *layers: dict) -> T:
     """Merge dict layers in order (preset/YAML, then CLI overrides) and build ``cls``."""
     merged: dict = {}

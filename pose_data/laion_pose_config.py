@@ -7,10 +7,8 @@ for a laptop CPU); ``--config`` takes a preset name or a YAML path, flags overri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-from pose_data.config import load_yaml
+from pose_data.config import load_preset_or_file
 from pose_data.filtering import FilterConfig
 from pose_data.pose_estimator import PoseModelConfig
 from pose_data.skeleton import SKELETON_STYLES
@@ -102,11 +100,4 @@ PRESETS = ("laion_pose", "laion_pose-tiny")
 
 def preset_or_file(name_or_path: str) -> dict:
     """A preset name (``laion_pose``, ``laion_pose-tiny``, or ``tiny``) or a YAML path -> dict."""
-    if name_or_path == "tiny":
-        name_or_path = "laion_pose-tiny"
-    if name_or_path in PRESETS:
-        return load_yaml(Path(str(resources.files("pose_data") / "configs" / f"{name_or_path}.yaml")))
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-    return load_yaml(path)
+    return load_preset_or_file("laion_pose-tiny" if name_or_path == "tiny" else name_or_path, package="pose_data", presets=PRESETS)
