@@ -26,7 +26,7 @@ from pose_data.download import DownloadOptions, download_shard
 from pose_data.laion_pose_config import LaionPoseConfig
 from pose_data.laion_pose_shard import ShardStats, assemble_shard, shard_name
 from pose_data.manifest import count_statuses, package_versions, print_summary
-from pose_data.metadata_reader import expand_inputs
+from pose_data.metadata_reader import expand_inputs, read_metadata_tables
 from pose_data.pose_batch import PoseBatchRunner
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
 from pose_data.shard_plan import ShardPlan, make_or_load_plan
@@ -145,11 +145,12 @@ def build_laion_pose(
     cfg.validate()
     files = expand_inputs(inputs)
     out_dir = Path(output).resolve()
+    required = {"--url-col": cfg.input.url_col, "--caption-col": cfg.input.caption_col}
     plan = make_or_load_plan(
         files,
         out_dir,
         shard_size=cfg.input.shard_size,
-        required_columns={"--url-col": cfg.input.url_col, "--caption-col": cfg.input.caption_col},
+        tables=lambda: read_metadata_tables(files, required),
         fingerprint=output_fingerprint(cfg),
         overwrite=overwrite,
         outputs=OUTPUTS,

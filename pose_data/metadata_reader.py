@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -75,3 +76,16 @@ def conform_to_schema(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Tabl
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def read_metadata_tables(files: list[Path], required_columns: dict[str, str]) -> Iterator[pa.Table]:
+    """Every file as a table of ONE schema (a column missing from a file becomes nulls there), so
+    every output parquet has the same columns. Checks all files' columns before reading any rows."""
+    schemas = [read_metadata_schema(f) for f in files]
+    for f, schema in zip(files, schemas):
+        require_columns(schema, f, required_columns)
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(f"input files have incompatible columns: {err}") from err
+    return (conform_to_schema(read_metadata(f), schema, f) for f in files)

@@ -1,6 +1,6 @@
 """Cut INPUT metadata into numbered input shards once, and remember how (``DIR/_work/plan.json``).
 
-The plan is what makes a run resumable: a re-run reads the same shards, skips those whose output
+Used by both builders (LAION-Pose rows, HD-VILA clips). The plan is what makes a run resumable: a re-run reads the same shards, skips those whose output
 marker exists, and refuses to continue a DIR that was planned from other inputs or with a config
 that changes the output (naming the difference) unless ``--overwrite`` is given.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pose_data.atomic import atomic_path, write_json_atomic
-from pose_data.metadata_reader import conform_to_schema, read_metadata, read_metadata_schema, require_columns
 
 PLAN_FILE = "_work/plan.json"
 
@@ -55,13 +55,15 @@ def make_or_load_plan(
     out_dir: Path,
     *,
     shard_size: int,
-    required_columns: dict[str, str],
+    tables: Callable[[], Iterable[pa.Table]],
     fingerprint: dict,
     overwrite: bool = False,
     outputs: tuple[str, ...] = (),
 ) -> ShardPlan:
-    """Plan ``files`` into shards of ``shard_size`` rows under ``out_dir`` (or reuse the plan there).
+    """Plan the rows of ``tables()`` (read from ``files``) into shards of ``shard_size`` rows under
+    ``out_dir``, or reuse the plan already there.
 
+    ``tables`` is called only when planning: it yields tables of one schema, in input order.
     ``fingerprint`` holds every setting that changes the output; ``outputs`` are the folders and
     files ``--overwrite`` deletes.
     """
@@ -84,17 +86,8 @@ def make_or_load_plan(
             )
         return ShardPlan(out_dir, old["num_rows"], old["num_shards"], shard_size)
 
-    # Pass 1: one schema for all files (a column missing from a file becomes nulls there), so
-    # every meta/NNNNN.parquet has the same columns and pd.read_parquet(DIR/meta) reads them all.
-    schemas = [read_metadata_schema(f) for f in files]
-    for f, schema in zip(files, schemas):
-        require_columns(schema, f, required_columns)
-    try:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise ValueError(f"input files have incompatible columns: {err}") from err
-    # Pass 2: stream the files into shards of shard_size rows (shards may span files); only one
-    # file and one partial shard are in memory at a time.
+    # Stream the tables into shards of shard_size rows (shards may span input files); only one
+    # table and one partial shard are in memory at a time.
     num_rows = num_shards = 0
     pending: list[pa.Table] = []
     pending_rows = 0
@@ -105,8 +98,7 @@ def make_or_load_plan(
             pq.write_table(table, tmp)
         num_shards += 1
 
-    for f in files:
-        table = conform_to_schema(read_metadata(f), schema, f)
+    for table in tables():
         num_rows += table.num_rows
         pending.append(table)
         pending_rows += table.num_rows

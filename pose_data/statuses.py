@@ -9,3 +9,12 @@ TOO_MANY_PERSONS = "too_many_persons"
 TOO_SMALL = "too_small"
 
 LAION_POSE_STATUSES = (OK, DOWNLOAD_FAILED, DECODE_FAILED, NO_PERSON, LOW_CONFIDENCE, TOO_MANY_PERSONS, TOO_SMALL)
+
+# HD-VILA clip index (``pose-data index-hdvila``), one status per clip row
+VIDEO_MISSING = "video_missing"
+SPAN_OUT_OF_RANGE = "span_out_of_range"
+TOO_SHORT = "too_short"
+FILTERED = "filtered"
+BAD_METADATA = "bad_metadata"
+
+HDVILA_STATUSES = (OK, VIDEO_MISSING, DECODE_FAILED, SPAN_OUT_OF_RANGE, TOO_SHORT, FILTERED, BAD_METADATA)

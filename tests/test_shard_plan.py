@@ -9,9 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pose_data.shard_plan import make_or_load_plan
+from pose_data.metadata_reader import read_metadata_tables
+from pose_data.shard_plan import make_or_load_plan as _make_or_load_plan
 
 COLUMNS = {"--url-col": "URL", "--caption-col": "TEXT"}
+
+
+def make_or_load_plan(files, out, *, required_columns, **kw):
+    return _make_or_load_plan(files, out, tables=lambda: read_metadata_tables(files, required_columns), **kw)
 
 
 def _inputs(tmp_path):
