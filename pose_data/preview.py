@@ -56,3 +56,46 @@ def write_laion_pose_preview(out_dir: Path, counts: dict[str, int], max_images: 
     with atomic_path(path) as tmp:
         contact_sheet(tiles, header).save(tmp, format="PNG")
     return path
+
+
+def clip_frames(video_path: str, start: float, end: float, num_frames: int) -> list[np.ndarray]:
+    """The first, middle and last kept frame of a clip span, as RGB arrays (decoded once)."""
+    from pose_data.video_decode import decode_span
+
+    wanted = sorted({0, num_frames // 2, max(num_frames - 1, 0)})
+    frames: list[np.ndarray] = []
+    seen = 0
+
+    def keep(frame, _t: float) -> None:
+        nonlocal seen
+        if seen in wanted:
+            frames.append(frame.to_ndarray(format="rgb24"))
+        seen += 1
+
+    decode_span(video_path, start, end, on_frame=keep)
+    return frames
+
+
+def write_hdvila_preview(out_dir: Path, counts: dict[str, int], max_clips: int = 12) -> Path:
+    """``OUT/preview.png``: first / middle / last frame of the first kept clips, counts by status."""
+    import pyarrow.dataset as ds
+
+    files = sorted(str(p) for p in (out_dir / "index").glob("*.parquet"))
+    tiles = []
+    if files:
+        table = ds.dataset(files, format="parquet").to_table(
+            columns=["clip_id", "status", "video_path", "span_start", "span_end", "num_frames"]
+        )
+        for row in table.to_pylist():
+            if row["status"] != "ok":
+                continue
+            frames = clip_frames(row["video_path"], row["span_start"], row["span_end"], row["num_frames"])
+            tiles += [(f, f"{row['clip_id']} {label}") for f, label in zip(frames, ("first", "middle", "last"))]
+            if len(tiles) >= 3 * max_clips:
+                break
+    total = sum(counts.values())
+    header = [f"{out_dir.name}: {counts.get('ok', 0)} kept of {total} clips", ", ".join(f"{s}: {n}" for s, n in counts.items() if n)]
+    path = out_dir / "preview.png"
+    with atomic_path(path) as tmp:
+        contact_sheet(tiles, header, columns=3).save(tmp, format="PNG")
+    return path

@@ -31,6 +31,10 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert len(pd.read_parquet(out / "meta")) == 7
     assert (out / "preview.png").stat().st_size > 10_000
     assert "preview.png" in proc.stdout and "pd.read_parquet" in proc.stdout
+    # the HD-VILA index over the bundled real videos
+    hdvila = json.loads((tmp_path / "demo" / "hdvila" / "manifest.json").read_text())
+    assert hdvila["counts"]["ok"] == 3 and hdvila["counts"]["bad_metadata"] == 2 and hdvila["counts"]["video_missing"] == 1
+    assert Image.open(tmp_path / "demo" / "hdvila" / "preview.png").width == 3 * 192
     # stage 1 continued from that LAION-Pose: tiny base, 40 steps, validation grids
     stage1 = tmp_path / "demo" / "stage1"
     assert json.loads((stage1 / "summary.json").read_text())["steps"] == 40
