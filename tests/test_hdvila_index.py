@@ -139,3 +139,65 @@ def test_missing_videos_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="--videos folder not found"):
         build_hdvila_index([str(SAMPLES / "hdvila_sample.jsonl")], str(tmp_path / "nope"), str(tmp_path / "o"), tiny_config())
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_broken_and_odd_videos_each_become_a_row(ray_local, tmp_path):
+    """Truncated, not-a-video, audio-only, rotated, variable frame rate, clipped spans, duplicates, zero-length
+    spans, frames instead of clips: statuses and reasons, nothing dropped, the run completes."""
+    import broken_videos as bv
+    from pipelines.hdvila_index import build_hdvila_index
+
+    videos = tmp_path / "videos"
+    (videos / "nested" / "deeper").mkdir(parents=True)
+    bv.truncated_faststart(SAMPLES / "bikes.mp4", videos / "truncVideo1.mp4")
+    bv.random_bytes(videos / "randomBytes.mp4")
+    bv.audio_only(videos / "audioOnly01.mp4")
+    bv.rotated_video(videos / "nested" / "rotated0001.mp4", degrees=90, num_frames=25, size=(64, 32))
+    bv.vfr_video(videos / "nested" / "deeper" / "vfrVideo001.mkv")
+    shutil.copy(SAMPLES / "bikes.mp4", videos / "bikesCopy01.webm")  # any extension: found by id
+
+    def line(vid, *spans, clip_ids=None):
+        ids = clip_ids or [f"{vid}.{k}.mp4" for k in range(1, len(spans) + 1)]
+        return json.dumps({"video_id": vid, "url": f"https://www.youtube.com/watch?v={vid}",
+                           "clip": [{"clip_id": c, "span": list(s)} for c, s in zip(ids, spans)]})  # fmt: skip
+
+    meta = tmp_path / "m.jsonl"
+    meta.write_text("\n".join([
+        line("truncVideo1", ("00:00:07.000", "00:00:09.000")),
+        line("randomBytes", ("0", "1")),
+        line("audioOnly01", ("0", "0.5")),
+        line("rotated0001", ("0", "0.6")),
+        line("vfrVideo001", ("0", "1.1")),
+        line("bikesCopy01", ("00:00:08.000", "00:00:12.000"), ("3", "3"), ("1", "2"), clip_ids=["bikesCopy01.1.mp4", "bikesCopy01.2.mp4", "bikesCopy01.1.mp4"]),
+        "{not json",
+    ]) + "\n")  # fmt: skip
+    cfg = tiny_config(clip_spans_to_video=True)
+    cfg.clips.frames, cfg.clips.stride = 3, 2
+    cfg.filter.min_frames, cfg.filter.min_duration = 1, 0.0
+    manifest = build_hdvila_index([str(meta)], str(videos), str(tmp_path / "out"), cfg, progress=False)
+    index = pd.read_parquet(tmp_path / "out" / "index")
+    assert len(index) == 9 == manifest["num_rows"]
+    row = {(r.clip_id, r.source.rsplit(":", 1)[-1]): r for r in index.itertuples()}
+    status = {k[0]: r.status for k, r in row.items() if k[0]}
+    assert status["truncVideo1.1.mp4"] == "decode_failed"
+    assert status["randomBytes.1.mp4"] == "decode_failed"
+    assert status["audioOnly01.1.mp4"] == "decode_failed"
+    assert status["rotated0001.1.mp4"] == "ok" and status["vfrVideo001.1.mp4"] == "ok"
+    from broken_videos import VFR_TIMES
+
+    vfr = index.set_index("clip_id").loc["vfrVideo001.1.mp4"]
+    kept = [t for t in VFR_TIMES if t < 1.1]
+    assert vfr.num_frames == len(kept) and vfr.fps == pytest.approx((len(kept) - 1) / (kept[-1] - kept[0]))
+    rotated = index.set_index("clip_id").loc["rotated0001.1.mp4"]
+    assert (rotated.width, rotated.height, rotated.rotation) == (32, 64, 90)  # display size after a quarter turn
+    clipped = index[(index.clip_id == "bikesCopy01.1.mp4") & (index.status == "ok")].iloc[0]
+    assert bool(clipped.span_clipped) and clipped.decoded_end == pytest.approx(9.96) and "clipped" in clipped.error
+    bad = index[index.status == "bad_metadata"]
+    assert len(bad) == 3  # the zero-length span, the duplicate clip id, the broken line
+    assert bad.error.str.contains("duplicate clip_id").sum() == 1 and bad.error.str.contains("m.jsonl:7").sum() == 1
+    assert manifest["spans_clipped"] == 1
+    import webdataset as wds
+
+    for s in wds.WebDataset(str(tmp_path / "out" / manifest["clip_pattern"]), shardshuffle=False, empty_check=False):
+        jpgs = sorted(k for k in s if k.endswith(".jpg"))
+        assert 1 <= len(jpgs) <= 3 and "mp4" not in s  # --frames 3 --stride 2: frames, not a clip
