@@ -19,14 +19,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.progress import StatusProgress
-from pipelines.ray_utils import init_ray
-from pose_data.atomic import remove_stale_temp_files, write_json_atomic
+from pipelines.ray_utils import ray_session
+from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
 from pose_data.hdvila_config import HdvilaIndexConfig
 from pose_data.hdvila_metadata import metadata_files, read_captions, read_hdvila_metadata
 from pose_data.hdvila_shard import ClipShardStats, index_shard
 from pose_data.manifest import count_statuses, package_versions, print_summary
-from pose_data.shard_plan import ShardPlan, make_or_load_plan
+from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output
 from pose_data.statuses import HDVILA_STATUSES
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ def build_hdvila_index(
 ) -> dict:
     """Run the indexer; returns the manifest (also written to ``OUT/manifest.json``)."""
     import pyarrow.parquet as pq
-    import ray
 
     from pose_data.video_lookup import VideoIndex
 
@@ -124,36 +123,24 @@ def build_hdvila_index(
         overwrite=overwrite,
         outputs=OUTPUTS,
     )
-    (out_dir / "manifest.json").unlink(missing_ok=True)
-    for sub in ("index", "clips", "stats"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(out_dir / sub)
+    prepare_output(out_dir, ("index", "clips", "stats"))
     todo = collections.deque(_todo(plan, out_dir, cfg))
-    bar = StatusProgress(
-        total=plan.num_rows, initial=plan.num_rows - sum(plan.shard_rows(s) for s in todo), statuses=HDVILA_STATUSES,
-        enabled=progress, unit="clip",
-    )  # fmt: skip
-    if todo:
-        wanted = {}
-        for s in todo:
-            for vid, url in zip(*pq.read_table(plan.input_path(s), columns=["video_id", "url"]).to_pydict().values()):
-                if vid:
-                    wanted[vid] = url
-        index = VideoIndex(videos_dir) if videos_dir.is_dir() else None
-        video_paths = {vid: str(p) for vid in wanted if index is not None and (p := index.lookup(vid)) is not None}
-        missing: dict[str, str] = {}
-        started_ray = init_ray(cfg.ray_address)
-        try:
-            if cfg.download:
-                fetched, missing = _download_missing(wanted, video_paths, videos_dir / "_downloaded", cfg)
-                video_paths.update(fetched)
-            _run_shards(todo, plan, out_dir, cfg, {"paths": video_paths, "missing": missing}, bar)
-        finally:
-            bar.close()
-            if started_ray:
-                ray.shutdown()
-    else:
-        bar.close()
+    done = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
+    with StatusProgress(total=plan.num_rows, initial=done, statuses=HDVILA_STATUSES, enabled=progress, unit="clip") as bar:
+        if todo:
+            wanted = {}
+            for s in todo:
+                for vid, url in zip(*pq.read_table(plan.input_path(s), columns=["video_id", "url"]).to_pydict().values()):
+                    if vid:
+                        wanted[vid] = url
+            index = VideoIndex(videos_dir) if videos_dir.is_dir() else None
+            video_paths = {vid: str(p) for vid in wanted if index is not None and (p := index.lookup(vid)) is not None}
+            missing: dict[str, str] = {}
+            with ray_session(cfg.ray_address):
+                if cfg.download:
+                    fetched, missing = _download_missing(wanted, video_paths, videos_dir / "_downloaded", cfg)
+                    video_paths.update(fetched)
+                _run_shards(todo, plan, out_dir, cfg, {"paths": video_paths, "missing": missing}, bar)
     manifest = write_manifest(out_dir, plan, cfg, inputs=[str(f) for f in files], captions=caption_file, wall_s=time.time() - started)
     if cfg.preview_clips > 0:
         from pose_data.preview import write_hdvila_preview

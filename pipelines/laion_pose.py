@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.progress import StatusProgress
-from pipelines.ray_utils import init_ray, require_resources
-from pose_data.atomic import remove_stale_temp_files, write_json_atomic
+from pipelines.ray_utils import ray_session, require_resources
+from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
 from pose_data.download import DownloadOptions, download_shard
 from pose_data.laion_pose_config import LaionPoseConfig
@@ -29,7 +29,7 @@ from pose_data.manifest import count_statuses, package_versions, print_summary
 from pose_data.metadata_reader import expand_inputs, read_metadata_tables
 from pose_data.pose_batch import PoseBatchRunner
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
-from pose_data.shard_plan import ShardPlan, make_or_load_plan
+from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output
 from pose_data.statuses import LAION_POSE_STATUSES
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,6 @@ def build_laion_pose(
     inputs: list[str], output: str, cfg: LaionPoseConfig, *, overwrite: bool = False, progress: bool = True
 ) -> dict:
     """Run the whole builder; returns the manifest (also written to ``DIR/manifest.json``)."""
-    import ray
-
     started = time.time()
     cfg.validate()
     files = expand_inputs(inputs)
@@ -155,26 +153,14 @@ def build_laion_pose(
         overwrite=overwrite,
         outputs=OUTPUTS,
     )
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # rewritten last, once every shard is done
-    for sub in ("shards", "meta", "stats"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(out_dir / sub)
+    prepare_output(out_dir, ("shards", "meta", "stats"))
     todo = collections.deque(_todo_shards(plan, out_dir))
     done_rows = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
     log.info("%d rows in %d shards; %d shards to do", plan.num_rows, plan.num_shards, len(todo))
-
-    bar = StatusProgress(total=plan.num_rows, initial=done_rows, statuses=LAION_POSE_STATUSES, enabled=progress)
-    started_ray = False
-    if todo:
-        started_ray = init_ray(cfg.ray.address)
-        try:
-            _run_shards(todo, plan, out_dir, cfg, bar)
-        finally:
-            bar.close()
-            if started_ray:
-                ray.shutdown()
-    else:
-        bar.close()
+    with StatusProgress(total=plan.num_rows, initial=done_rows, statuses=LAION_POSE_STATUSES, enabled=progress) as bar:
+        if todo:
+            with ray_session(cfg.ray.address):
+                _run_shards(todo, plan, out_dir, cfg, bar)
 
     manifest = write_manifest(out_dir, plan, cfg, inputs=[str(f) for f in files], wall_s=time.time() - started)
     if cfg.preview_images > 0:

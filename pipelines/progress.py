@@ -20,3 +20,9 @@ class StatusProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+    def __enter__(self) -> StatusProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

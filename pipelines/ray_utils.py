@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +38,16 @@ def require_resources(*, cpus: float, gpus: float, what: str) -> None:
         raise RuntimeError(f"{what} need {cpus:g} CPUs but the Ray cluster has {have.get('CPU', 0):g}")
     if gpus > have.get("GPU", 0):
         raise RuntimeError(f"{what} need {gpus:g} GPUs but the Ray cluster has {have.get('GPU', 0):g}")
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for the ``with`` block: joins/starts it, and shuts down only a Ray this block started."""
+    import ray
+
+    started = init_ray(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pose_data.atomic import atomic_path, write_json_atomic
+from pose_data.atomic import atomic_path, remove_stale_temp_files, write_json_atomic
 
 PLAN_FILE = "_work/plan.json"
 
@@ -111,3 +111,12 @@ def make_or_load_plan(
         emit(pa.concat_tables(pending))
     write_json_atomic(plan_path, {**described, "num_rows": num_rows, "num_shards": num_shards})
     return ShardPlan(out_dir, num_rows, num_shards, shard_size)
+
+
+def prepare_output(out_dir: Path, subfolders: tuple[str, ...]) -> None:
+    """Before a (re)run: drop the manifest (rewritten last, so its presence means complete), make the
+    shard folders and sweep the temp files a killed run left there."""
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    for sub in subfolders:
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out_dir / sub)
