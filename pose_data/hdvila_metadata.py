@@ -51,6 +51,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from pose_data.metadata_reader import expand_files
 from pose_data.statuses import BAD_METADATA
 
 METADATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
@@ -158,31 +159,12 @@ class ClipRow:
 
 
 def metadata_files(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
-    """The metadata files named by ``inputs``; a folder stands for its metadata files, sorted.
+    """The metadata files named by ``inputs``; a folder stands for its metadata files (recursively), sorted.
 
     Raises FileNotFoundError for a missing input or an empty folder, ValueError for an unsupported
     file type (naming the valid suffixes).
     """
-    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and _is_metadata_name(p.name) and not p.name.startswith((".", "_"))
-            )
-            if not found:
-                raise FileNotFoundError(f"metadata folder {path} holds no {', '.join(METADATA_SUFFIXES)} file")
-            files.extend(found)
-        elif path.is_file():
-            if not _is_metadata_name(path.name):
-                raise ValueError(f"metadata file {path}: unsupported type; use one of {', '.join(METADATA_SUFFIXES)}")
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"metadata input not found: {path}")
-    if not files:
-        raise ValueError("no metadata file given")
-    return files
+    return expand_files(inputs, METADATA_SUFFIXES, recursive=True, what="metadata")
 
 
 def read_hdvila_metadata(inputs: str | Path | Iterable[str | Path]) -> Iterator[ClipRow]:
@@ -216,10 +198,6 @@ class _Broken:
 
     reason: str
     video_id: str | None = None
-
-
-def _is_metadata_name(name: str) -> bool:
-    return name.lower().endswith(METADATA_SUFFIXES)
 
 
 def _open_binary(path: Path):

@@ -13,25 +13,37 @@ import pyarrow.parquet as pq
 METADATA_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named on the command line; a folder stands for its metadata files, sorted."""
+def expand_files(inputs, suffixes: tuple[str, ...], *, recursive: bool = False, what: str = "input") -> list[Path]:
+    """Files named on the command line; a folder stands for its files ending in ``suffixes``
+    (searched recursively with ``recursive``; hidden and ``_``-prefixed names skipped), sorted.
+
+    A missing input or an empty folder raises FileNotFoundError, another file type ValueError,
+    both naming the path and the valid suffixes.
+    """
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     files: list[Path] = []
-    for item in inputs:
+    for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in METADATA_SUFFIXES and not p.name.startswith((".", "_")))
+            candidates = path.rglob("*") if recursive else path.iterdir()
+            found = sorted(p for p in candidates if p.is_file() and p.name.lower().endswith(suffixes) and not p.name.startswith((".", "_")))
             if not found:
-                raise FileNotFoundError(f"input folder {path} holds no metadata file ({', '.join(METADATA_SUFFIXES)})")
+                raise FileNotFoundError(f"{what} folder {path} holds no {', '.join(suffixes)} file")
             files.extend(found)
         elif path.is_file():
-            if path.suffix not in METADATA_SUFFIXES:
-                raise ValueError(f"input {path}: unsupported file type {path.suffix!r}; use one of {', '.join(METADATA_SUFFIXES)}")
+            if not path.name.lower().endswith(suffixes):
+                raise ValueError(f"{what} file {path}: unsupported type; use one of {', '.join(suffixes)}")
             files.append(path)
         else:
-            raise FileNotFoundError(f"input not found: {path}")
+            raise FileNotFoundError(f"{what} not found: {path}")
     if not files:
-        raise ValueError("no INPUT given")
+        raise ValueError(f"no {what} given")
     return files
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """LAION metadata files named on the command line (folders: their metadata files)."""
+    return expand_files(inputs, METADATA_SUFFIXES)
 
 
 def read_metadata(path: Path) -> pa.Table:
