@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from pose_data.config import deep_merge, parse_overrides, set_dotted
+from pose_data.config import parse_overrides, set_dotted
 
 # flag -> dotted config key; every default lives in the config dataclasses, not here
 LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -40,6 +40,16 @@ LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+def flag_layer(args: argparse.Namespace, flags: dict) -> dict:
+    """The named flags the user gave, as a nested config dict (unset flags are None and left out)."""
+    layer: dict = {}
+    for flag, (key, *_rest) in flags.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            set_dotted(layer, key, value)
+    return layer
+
+
 def _add_laion_pose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="LAION-style metadata: parquet, csv, tsv or jsonl files, or folders of them")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (re-run the same command to resume)")
@@ -58,13 +68,8 @@ def laion_pose_config(args: argparse.Namespace):
 
     layers = [preset_or_file(args.config)] if args.config else []
     layers.append(parse_overrides(args.set))
-    flags: dict = {}
-    for flag, (key, _typ, _help) in LAION_POSE_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            set_dotted(flags, key, value)
-    layers.append(flags)
-    cfg = load_config(LaionPoseConfig, *[deep_merge({}, layer) for layer in layers])
+    layers.append(flag_layer(args, LAION_POSE_FLAGS))
+    cfg = load_config(LaionPoseConfig, *layers)
     cfg.validate()
     return cfg
 
@@ -111,13 +116,8 @@ def hdvila_config(args: argparse.Namespace):
     from pose_data.config import load_config
     from pose_data.hdvila_config import HdvilaIndexConfig, preset_or_file
 
-    flags: dict = {}
-    for flag, (key, *_rest) in {**HDVILA_FLAGS, **HDVILA_SWITCHES}.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            set_dotted(flags, key, value)
     layers = [preset_or_file(args.config)] if args.config else []
-    cfg = load_config(HdvilaIndexConfig, *layers, parse_overrides(args.set), flags)
+    cfg = load_config(HdvilaIndexConfig, *layers, parse_overrides(args.set), flag_layer(args, {**HDVILA_FLAGS, **HDVILA_SWITCHES}))
     cfg.validate()
     return cfg
 
