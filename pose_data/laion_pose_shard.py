@@ -126,6 +126,7 @@ def assemble_shard(
                         status, error = result.status, result.error
                         people = result.persons if status == OK else detected
                 key = sample_key(shard_id, i, shard_size)
+                records = [p.to_record() for p in people]
                 if status == OK:
                     t0 = time.perf_counter()
                     skeleton = render_skeleton(skeleton_style, people, width, height, min_keypoint_score)
@@ -143,13 +144,12 @@ def assemble_shard(
                             "original_width": int(downloaded.original_width[i]),
                             "original_height": int(downloaded.original_height[i]),
                             "skeleton_style": skeleton_style,
-                            "persons": [p.to_record() for p in people],
+                            "persons": records,
                         },
                     }
                     render_s += time.perf_counter() - t0
                     tar.write(sample)
                 counts[status] = counts.get(status, 0) + 1
-                records = [p.to_record() for p in people]
                 row = {
                     "key": key,
                     "url": urls[i],
