@@ -20,10 +20,14 @@ from model.pose_encoder import PoseEncoder
 
 class PoseGuidedUNet(nn.Module):
     """``unet`` (a diffusers ``UNet2DConditionModel``) plus ``pose_encoder`` (a ``PoseEncoder`` with one level per
-    down block, channels equal to the UNet's ``block_out_channels``)."""
+    down block, channels equal to the UNet's ``block_out_channels``; None for a model that takes no pose)."""
 
-    def __init__(self, unet: UNet2DConditionModel, pose_encoder: PoseEncoder):
+    def __init__(self, unet: UNet2DConditionModel, pose_encoder: PoseEncoder | None):
         super().__init__()
+        self.unet = unet
+        self.pose_encoder = pose_encoder
+        if pose_encoder is None:
+            return
         unet_channels = tuple(unet.config.block_out_channels)
         encoder_channels = tuple(pose_encoder.config.channels)
         if unet_channels != encoder_channels or len(unet.down_blocks) != len(encoder_channels):
@@ -31,8 +35,6 @@ class PoseGuidedUNet(nn.Module):
                 f"pose encoder channels {encoder_channels} must equal the UNet's block_out_channels {unet_channels}, "
                 f"one level per down block ({len(unet.down_blocks)}); build it with PoseEncoder.for_unet(unet)"
             )
-        self.unet = unet
-        self.pose_encoder = pose_encoder
 
     def forward(
         self,
@@ -54,6 +56,8 @@ class PoseGuidedUNet(nn.Module):
         """
         if pose is None:
             return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+        if self.pose_encoder is None:
+            raise ValueError("this model has no pose encoder: pass pose=None, or build it with a PoseEncoder")
         residuals = self.pose_encoder(pose, pose_scale)
         expected = (sample.shape[0], sample.shape[-2], sample.shape[-1])
         got = (residuals[0].shape[0], residuals[0].shape[-2], residuals[0].shape[-1])

@@ -1,0 +1,125 @@
+"""Saving and loading stage 2's result: the video layers alone, or the officially released stage-2 weights.
+
+``video_layers/`` (written by ``fyp-train stage2``)::
+
+    config.json                           {"format": "fyp-video-layers", "video_layers": VideoLayersConfig,
+                                           "frames": {...}, "base_model": "...", ...}
+    diffusion_pytorch_model.safetensors   every added weight (attn_temp, norm_temp, conv_temporal) and every
+                                          trained one (attn1.to_q, attn2.to_q by default), under the UNet's names
+
+It loads onto any SD 1.x UNet with the same block layout (:func:`load_video_unet`).
+
+The official release (``followyourpose_checkpoint-1000/unet/diffusion_pytorch_model.bin``) holds the whole inflated
+UNet under the same names plus the pose encoder under ``skeleton_adapter.*`` (T2I-Adapter's original key names). It
+is read with ``torch.load(weights_only=True)``; every key must map onto the model, otherwise a ValueError lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from model.pose_encoder import PoseEncoder
+from model.video_unet import VideoLayersConfig, VideoUNet
+from pose_data.atomic import atomic_path
+
+FORMAT = "fyp-video-layers"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+OFFICIAL_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
+OFFICIAL_POSE_PREFIX = "skeleton_adapter."
+
+
+def save_video_layers(model: VideoUNet, folder: str | os.PathLike, **extra) -> Path:
+    """Write ``folder/config.json`` and the weights (``extra`` goes into the config: frames, base model, ...)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.video_layers_state_dict().items()}
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(weights, str(tmp), metadata={"format": FORMAT})
+    config = {"format": FORMAT, "format_version": 1, "video_layers": model.config.to_dict(), **extra}
+    with atomic_path(folder / "config.json") as tmp:
+        Path(tmp).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def read_video_layers_config(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"video layers folder {str(folder)!r} has no config.json")
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a video-layers config (format {config.get('format')!r}, expected {FORMAT!r})")
+    return config
+
+
+def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder | None = None) -> tuple[VideoUNet, PoseEncoder | None]:
+    """Inflate ``unet`` (a 2D SD UNet) and load stage-2 weights from ``source``.
+
+    ``source``: a ``video_layers/`` folder, or the official release (its ``unet`` folder, the folder above it, or the
+    ``.bin`` file). Returns the model and, for the official release, the pose encoder it holds (which then also
+    becomes the model's pose encoder unless ``pose_encoder`` is given).
+    """
+    path = Path(source)
+    official = _official_weights_file(path)
+    if official is not None:
+        state = torch.load(official, map_location="cpu", weights_only=True)
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{official} holds a {type(state).__name__}, not a state dict")
+        model = VideoUNet(unet, VideoLayersConfig.official(), pose_encoder)
+        released_encoder = load_official_stage2(model, state, official)
+        if pose_encoder is None:
+            model.pose_encoder = released_encoder
+        return model, released_encoder
+    if not path.is_dir():
+        raise FileNotFoundError(f"video layers {str(source)!r}: no such folder or file")
+    from safetensors.torch import load_file
+
+    config = read_video_layers_config(path)
+    model = VideoUNet(unet, VideoLayersConfig(**config["video_layers"]), pose_encoder)
+    weights_path = path / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"video layers folder {str(path)!r} has no {WEIGHTS_NAME}")
+    _load_into_unet(model, load_file(str(weights_path)), weights_path, strict=False)
+    return model, None
+
+
+def _official_weights_file(path: Path) -> Path | None:
+    if path.is_file() and path.suffix in (".bin", ".pth", ".pt"):
+        return path
+    for candidate in (path / OFFICIAL_WEIGHTS_NAME, path / "unet" / OFFICIAL_WEIGHTS_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_official_stage2(model: VideoUNet, state: Mapping[str, torch.Tensor], where: str | os.PathLike = "state dict") -> PoseEncoder | None:
+    """Load the official stage-2 UNet state (every UNet key, strict) into ``model``; returns the pose encoder built
+    from its ``skeleton_adapter.*`` keys (None when it has none)."""
+    adapter = {k[len(OFFICIAL_POSE_PREFIX):]: v for k, v in state.items() if k.startswith(OFFICIAL_POSE_PREFIX)}
+    unet_state = {k: v for k, v in state.items() if not k.startswith(OFFICIAL_POSE_PREFIX)}
+    _load_into_unet(model, unet_state, where, strict=True)
+    if not adapter:
+        return None
+    return PoseEncoder.from_official_state_dict(adapter, channels=tuple(model.unet.config.block_out_channels))
+
+
+def _load_into_unet(model: VideoUNet, state: Mapping[str, torch.Tensor], where, *, strict: bool) -> None:
+    """Load ``state`` into the inflated UNet by name; ValueError naming unexpected, mis-shaped (and, when strict,
+    missing) keys."""
+    own = model.unet.state_dict()
+    unexpected = sorted(k for k in state if k not in own)
+    mis_shaped = sorted(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and v.shape != own[k].shape)
+    missing = sorted(k for k in own if k not in state) if strict else []
+    if unexpected or mis_shaped or missing:
+        raise ValueError(
+            f"{where}: weights do not fit the inflated UNet ({model.config.to_dict()}): unexpected {unexpected[:8]}"
+            f"{' ...' if len(unexpected) > 8 else ''}, wrong shapes {mis_shaped[:8]}, missing {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}"
+        )
+    model.unet.load_state_dict(dict(state), strict=False)
