@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -12,16 +12,20 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 @dataclass
 class TrainingState:
-    """Optimizer steps taken and stream samples consumed (the data position), saved with the model."""
+    """Saved with the model: optimizer steps taken, raw samples read (and failed) by all processes, and each
+    process's data position (the raw sample index where its stream continues)."""
 
     step: int = 0
     samples: int = 0
+    failed: int = 0
+    positions: list[int] = field(default_factory=lambda: [0])
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.step, self.samples = int(state["step"]), int(state["samples"])
+        self.step, self.samples, self.failed = int(state["step"]), int(state["samples"]), int(state.get("failed", 0))
+        self.positions = [int(p) for p in state.get("positions", [state["samples"]])]
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:

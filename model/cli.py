@@ -16,22 +16,37 @@ def build_parser() -> argparse.ArgumentParser:
     s1.add_argument("--resume", default=None, help="latest, or a checkpoint folder")
     s1.add_argument("--init-pose-encoder", default=None, metavar="PATH",
                     help="a PoseEncoder or diffusers T2IAdapter folder, or the official pose_encoder.pth")  # fmt: skip
+    s2 = sub.add_parser("stage2", help="train the video layers on HD-VILA clip shards over a frozen SD 1.x")
+    s2.add_argument("--config", default="stage2", help="preset (stage2, stage2-tiny) or YAML file")
+    s2.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. max_steps=100 data.clips=DIR")
+    s2.add_argument("--resume", default=None, help="latest, or a checkpoint folder")
+    s2.add_argument("--init-video-layers", default=None, metavar="PATH",
+                    help="continue from a video_layers/ folder or the official stage-2 release")  # fmt: skip
     tiny = sub.add_parser("make-tiny-base", help="write a tiny random SD 1.x-layout model (offline tests and demo)")
     tiny.add_argument("output", metavar="DIR")
     tiny.add_argument("--seed", type=int, default=0)
     return parser
 
 
-def stage1_config(args: argparse.Namespace):
-    from model.stage1_config import Stage1Config, preset_or_file
+def stage_config(args: argparse.Namespace):
+    """The config of ``stage1`` or ``stage2``: preset or YAML, then KEY=VALUE overrides, then the named flags."""
     from pose_data.config import load_config, parse_overrides, set_dotted
 
+    if args.command == "stage1":
+        from model.stage1_config import Stage1Config as config_class
+        from model.stage1_config import preset_or_file
+
+        named = {"model.init_pose_encoder": args.init_pose_encoder}
+    else:
+        from model.stage2_config import Stage2Config as config_class
+        from model.stage2_config import preset_or_file
+
+        named = {"model.init_video_layers": args.init_video_layers}
     flags: dict = {}
-    if args.resume is not None:
-        set_dotted(flags, "resume", args.resume)
-    if args.init_pose_encoder is not None:
-        set_dotted(flags, "model.init_pose_encoder", args.init_pose_encoder)
-    cfg = load_config(Stage1Config, preset_or_file(args.config), parse_overrides(args.overrides), flags)
+    for key, value in {"resume": args.resume, **named}.items():
+        if value is not None:
+            set_dotted(flags, key, value)
+    cfg = load_config(config_class, preset_or_file(args.config), parse_overrides(args.overrides), flags)
     cfg.validate()
     return cfg
 
@@ -44,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stage1":
             from model.train_stage1 import train_stage1
 
-            summary = train_stage1(stage1_config(args))
-            print(f"stage 1 done: {summary}")
+            print(f"stage 1 done: {train_stage1(stage_config(args))}")
+        elif args.command == "stage2":
+            from model.train_stage2 import train_stage2
+
+            print(f"stage 2 done: {train_stage2(stage_config(args))}")
         elif args.command == "make-tiny-base":
             from model.tiny_base import make_tiny_base
 

@@ -45,6 +45,9 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         channels: output channels per level; must equal the UNet's ``block_out_channels`` (one level per down block).
         num_res_blocks: residual blocks per level (2 in the official encoder).
         downscale_factor: the PixelUnshuffle factor; 8 = the VAE's factor, so level 0 matches the latent size.
+        skeleton_style: the skeleton rendering the encoder was trained on (``openpose`` or ``mmpose``, from the
+            LAION-Pose manifest); None when unknown (the official and T2I-Adapter weights). Stage 1 refuses to
+            continue training across styles, and the sampler renders poses in this style.
     """
 
     @register_to_config
@@ -54,6 +57,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         channels: Sequence[int] = (320, 640, 1280, 1280),
         num_res_blocks: int = 2,
         downscale_factor: int = 8,
+        skeleton_style: str | None = None,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -72,7 +76,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
     def for_unet(cls, unet, **config) -> PoseEncoder:
         """A fresh (zero-output) encoder whose levels match ``unet.config.block_out_channels``.
 
-        ``config`` may override ``in_channels``, ``num_res_blocks`` and ``downscale_factor``.
+        ``config`` may override ``in_channels``, ``num_res_blocks``, ``downscale_factor`` and ``skeleton_style``.
         """
         if "channels" in config:
             raise ValueError("for_unet takes the channels from the UNet's block_out_channels; do not pass `channels`")

@@ -30,7 +30,7 @@ class Stage1Validator:
     def __init__(self, cfg: Stage1Config, base: BaseModel, out_dir: Path) -> None:
         self.cfg, self.base, self.out_dir = cfg, base, out_dir
         stream = LaionPoseStream(cfg.data.shards, resolution=cfg.data.resolution, seed=cfg.seed, epochs=1)
-        samples = list(itertools.islice(stream, cfg.validation.num_poses))
+        samples = list(itertools.islice(stream.samples(), cfg.validation.num_poses))
         if not samples:
             raise ValueError(f"validation: no sample in {cfg.data.shards}")
         self.poses = torch.stack([s.pose for s in samples])  # (n, 3, H, W) in [0, 1]

@@ -81,17 +81,17 @@ def test_reads_the_shards_with_one_crop_for_image_and_skeleton(laion_pose_dir):
     from model.laion_pose_dataset import LaionPoseStream
 
     stream = LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1)
-    samples = list(stream)
+    samples = list(stream.samples())
     assert len(samples) == 5
     for s in samples:
         assert s.pixel_values.shape == s.pose.shape == (3, 64, 64)
         assert -1.0 <= float(s.pixel_values.min()) and float(s.pixel_values.max()) <= 1.0
         assert float(s.pose.max()) > 0.5 and s.caption.startswith("a photo of")
-    again = list(LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1))
+    again = list(LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1).samples())
     assert all(torch.equal(a.pose, b.pose) and a.key == b.key for a, b in zip(samples, again))
-    ranks = [[s.key for s in LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, epochs=1, rank=r, world_size=2)] for r in (0, 1)]
+    ranks = [[s.key for s in LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, epochs=1, rank=r, world_size=2).samples()] for r in (0, 1)]
     assert ranks[0] == [s.key for s in samples[0::2]] and ranks[1] == [s.key for s in samples[1::2]]  # one GPU each
-    resumed = list(LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1, start=3))
+    resumed = list(LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1, start=3).samples())
     assert [s.key for s in resumed] == [s.key for s in samples[3:]]
     assert torch.equal(resumed[0].pixel_values, samples[3].pixel_values)
 
@@ -123,7 +123,7 @@ def test_loss_falls_when_overfitting_a_few_samples(tmp_path, laion_pose_dir, tin
     cfg.data.caption_dropout = 0.0
     cfg.optim.learning_rate, cfg.optim.warmup_steps = 1e-2, 0
     trainer = Stage1Trainer(cfg)
-    batch = next(trainer.batches)
+    batch = trainer.next_batch()
 
     def fixed_loss() -> float:  # same noise and timesteps every time
         torch.manual_seed(123)
@@ -217,7 +217,7 @@ def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, predictio
     base = load_base_model(tiny_base)
     base.noise_scheduler = DDPMScheduler.from_config(base.noise_scheduler.config, prediction_type=prediction_type)
     encoder = PoseEncoder.for_unet(base.unet)
-    batch = collate(list(LaionPoseStream(str(laion_pose_dir), resolution=64, epochs=1))[:2])
+    batch = collate(list(LaionPoseStream(str(laion_pose_dir), resolution=64, epochs=1).samples())[:2])
 
     def run(gamma):
         torch.manual_seed(7)
