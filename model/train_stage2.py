@@ -82,6 +82,9 @@ class Stage2Trainer(Trainer):
         log.info("stage 2 trains %d of %d UNet parameters (%.1f%%)", self.trainable_parameters, total, 100 * self.trainable_parameters / total)
         return model
 
+    def extra_checkpoint_keys(self, model: torch.nn.Module) -> set[str]:
+        return {f"unet.{name}" for name in model.video_layers_state_dict()}  # the frozen added layers too (small)
+
     def make_stream(self, *, start: int, rank: int, world_size: int) -> HdvilaClipStream:
         d = self.cfg.data
         return HdvilaClipStream(

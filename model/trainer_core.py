@@ -112,12 +112,15 @@ class Trainer:
             num_training_steps=cfg.max_steps * accelerator.num_processes,
         )
         self.model, self.optimizer, self.lr_schedule = accelerator.prepare(model, optimizer, lr_schedule)
+        # checkpoints hold the trained weights, not the frozen ones (a stage-2 checkpoint would else copy the UNet)
+        self.checkpointed = {name for name, p in model.named_parameters() if p.requires_grad} | self.extra_checkpoint_keys(model)
+        accelerator.register_save_state_pre_hook(self._keep_checkpointed_weights)
         self.state = TrainingState(positions=[0] * accelerator.num_processes)
         accelerator.register_for_checkpointing(self.state)
         resume_from = resolve_resume(out, cfg.resume)
         if resume_from is not None:
             self.before_resume(resume_from)
-            accelerator.load_state(str(resume_from))
+            accelerator.load_state(str(resume_from), strict=False)  # the frozen weights come from the base model
             if len(self.state.positions) != accelerator.num_processes:
                 raise ValueError(
                     f"{resume_from} was written by {len(self.state.positions)} process(es); resume it with as many, "
@@ -164,6 +167,14 @@ class Trainer:
 
     def before_resume(self, checkpoint: Path) -> None:
         """Refuse a checkpoint that does not fit this run (before its weights are loaded)."""
+
+    def extra_checkpoint_keys(self, model: torch.nn.Module) -> set[str]:
+        """State-dict keys to checkpoint besides the trained parameters."""
+        return set()
+
+    def _keep_checkpointed_weights(self, models, weights, output_dir) -> None:
+        for i, state in enumerate(weights):
+            weights[i] = {k: v for k, v in state.items() if k in self.checkpointed}
 
     def after_checkpoint(self, checkpoint: Path) -> None:
         """Add stage-specific files to a checkpoint folder (main process)."""
