@@ -240,3 +240,69 @@ def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, predictio
     s = snr(sched, t)
     weight = torch.clamp(s, max=5.0) / (s + 1 if prediction_type == "v_prediction" else s)
     assert float(run(5.0)) == pytest.approx(float((per_sample * weight).mean()), rel=1e-5)
+
+
+def test_workers_do_not_repeat_samples_and_keep_the_order(laion_pose_dir):
+    """Before the shared stream, every DataLoader worker yielded the whole stream (each sample once per worker)."""
+    from model.laion_pose_dataset import LaionPoseStream
+
+    def keys(workers: int) -> list[list[str]]:
+        stream = LaionPoseStream(str(laion_pose_dir), resolution=64, seed=1, epochs=2, batch_size=2)
+        return [b["keys"] for b in torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)]
+
+    single = keys(0)
+    assert sum(len(k) for k in single) == 10 and len({k for b in single[:2] for k in b}) == 4
+    assert keys(2) == single
+
+
+def test_a_bad_sample_is_skipped_and_counted_not_fatal(tmp_path, laion_pose_dir, tiny_base):
+    import shutil
+
+    import webdataset as wds
+
+    from model.train_stage1 import Stage1Trainer
+
+    data = tmp_path / "data"
+    shutil.copytree(laion_pose_dir / "shards", data)
+    good = next(iter(wds.WebDataset(str(sorted(data.glob("*.tar"))[0]), shardshuffle=False)))
+    with wds.TarWriter(str(data / "zz-bad.tar")) as tar:
+        tar.write({"__key__": "corrupt", "jpg": b"\xff\xd8\xff not a jpeg", "pose.png": good["pose.png"], "txt": b"x"})
+    cfg = tiny_cfg(tmp_path, data, tiny_base, max_steps=4, checkpoint_every=0, batch_size=2)
+    cfg.data.shuffle_buffer = 0
+    summary = Stage1Trainer(cfg).train()
+    assert summary["steps"] == 4 and summary["failed_samples"] >= 1  # 6 samples an epoch, one of them corrupt
+    assert summary["samples"] >= 8
+
+
+def test_the_pose_encoder_records_its_skeleton_style_and_refuses_another(tmp_path, laion_pose_dir, tiny_base):
+    from model.pose_encoder import PoseEncoder
+    from model.train_stage1 import Stage1Trainer
+
+    assert json.loads((laion_pose_dir / "manifest.json").read_text())["config"]["skeleton_style"] == "openpose"
+    cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=1, checkpoint_every=1)
+    summary = Stage1Trainer(cfg).train()
+    trained = PoseEncoder.from_pretrained(tmp_path / "run" / "pose_encoder")
+    assert trained.config.skeleton_style == "openpose" == summary["skeleton_style"]
+    trained.register_to_config(skeleton_style="mmpose")
+    trained.save_pretrained(tmp_path / "mmpose_encoder")
+    cfg = tiny_cfg(tmp_path / "other", laion_pose_dir, tiny_base, max_steps=1)
+    cfg.model.init_pose_encoder = str(tmp_path / "mmpose_encoder")
+    with pytest.raises(ValueError, match="trained on 'mmpose' skeletons but data.shards holds 'openpose' skeletons"):
+        Stage1Trainer(cfg)
+    info = tmp_path / "run" / "checkpoints" / "checkpoint-0000001" / "fyp_run.json"
+    info.write_text(json.dumps({"stage": "stage1", "skeleton_style": "mmpose"}))
+    with pytest.raises(ValueError, match="the checkpoint .* was trained on 'mmpose' skeletons"):
+        Stage1Trainer(tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=2, resume="latest"))
+
+
+def test_a_launcher_world_size_accelerate_did_not_pick_up_is_refused(monkeypatch):
+    from accelerate import Accelerator
+
+    from model.trainer_core import check_launcher_world_size
+
+    accelerator = Accelerator(cpu=True)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_launcher_world_size(accelerator)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ValueError, match=r"started 4 processes \(WORLD_SIZE=4\) but accelerate runs 1.*ACCELERATE_USE_CPU=true"):
+        check_launcher_world_size(accelerator)
