@@ -7,6 +7,9 @@
 3. Stage 1: a tiny random Stable Diffusion in diffusers layout (``fyp-train make-tiny-base``) and
    the pose encoder trained on that LAION-Pose for a few dozen steps (``fyp-train stage1`` with the
    ``stage1-tiny`` preset), ending with a validation grid.
+4. Stage 2: the same tiny base inflated for video and its video layers trained on the HD-VILA clip
+   shards of step 2 for a few steps (``fyp-train stage2`` with the ``stage2-tiny`` preset), ending
+   with a validation GIF.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
     lp = out / "laion_pose"
     hdvila = run_hdvila_demo(out, progress=progress)
     grid = run_stage1_demo(out, lp)
+    gif = run_stage2_demo(out, hdvila)
     print(
         "\nDemo done. Look at:\n"
         f"  {lp / 'preview.png'}   kept images with skeletons, counts by status\n"
@@ -54,7 +58,9 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  {hdvila / 'preview.png'}   HD-VILA clips: first / middle / last frame, counts by status\n"
         f"  pandas:     pd.read_parquet('{hdvila / 'index'}')\n"
         f"  {grid}   stage-1 validation: skeleton | generated image per prompt (tiny random SD)\n"
-        f"  tensorboard --logdir {out / 'stage1' / 'logs'}"
+        f"  {gif}   stage-2 validation video (tiny random SD: noise, but real video plumbing)\n"
+        f"  {out / 'stage2' / 'video_layers'}   the trained video layers (config.json + safetensors)\n"
+        f"  tensorboard --logdir {out}   (stage1/logs and stage2/logs)"
     )
     return out
 
@@ -90,3 +96,19 @@ def run_stage1_demo(out: Path, laion_pose: Path) -> Path:
     shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the demo starts afresh each time
     summary = train_stage1(cfg)
     return Path(cfg.output_dir) / "validation" / f"step-{summary['steps']:07d}.png"
+
+
+def run_stage2_demo(out: Path, hdvila: Path) -> Path:
+    """A few stage-2 steps on the demo's HD-VILA clip shards over the demo's tiny base; returns the last GIF."""
+    from model.stage2_config import Stage2Config
+    from model.stage2_config import preset_or_file as stage2_preset
+    from model.train_stage2 import train_stage2
+
+    cfg = load_config(
+        Stage2Config,
+        stage2_preset("stage2-tiny"),
+        {"output_dir": str(out / "stage2"), "data": {"clips": str(hdvila)}, "model": {"base": str(out / "tiny-sd")}},
+    )
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the demo starts afresh each time
+    summary = train_stage2(cfg)
+    return Path(cfg.output_dir) / "validation" / f"step-{summary['steps']:07d}.gif"
