@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_timing import time_steps  # noqa: E402 - the timing shared by the step benchmarks
 
 SIZES = {  # make_tiny_base keyword arguments
     "tiny": dict(block_out_channels=(32, 64), cross_attention_dim=32),
@@ -74,20 +75,7 @@ def run_variant(variant: str, base: str, resolution: int, batch: int, steps: int
             torch.nn.functional.mse_loss(pred.float(), torch.randn_like(pred, dtype=torch.float32)).backward()
             unet.zero_grad(set_to_none=True)
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    step()  # warm-up
-    sync()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    seconds = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    seconds, peak = time_steps(step, steps, device)
     return {"seconds": seconds, "peak_bytes": peak, "trainable": sum(p.numel() for p in trainable)}
 
 

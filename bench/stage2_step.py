@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stage1_step import SIZES  # noqa: E402 - the same model sizes as the stage-1 benchmark
+from step_timing import time_steps  # noqa: E402
 
 
 def run_variant(variant: str, base: str, resolution: int, frames: int, batch: int, steps: int, device: str, dtype: str) -> dict:
@@ -75,20 +74,7 @@ def run_variant(variant: str, base: str, resolution: int, frames: int, batch: in
             optimizer.step()
             optimizer.zero_grad()
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    step()  # warm-up
-    sync()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    seconds = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    seconds, peak = time_steps(step, steps, device)
     state_bytes = 0
     if optimizer is not None:
         state_bytes = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))

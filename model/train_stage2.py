@@ -59,7 +59,7 @@ class Stage2Trainer(Trainer):
             raise FileNotFoundError(f"model.init_video_layers {init}: no such file or folder")
 
     def build(self) -> torch.nn.Module:
-        cfg, m = self.cfg, self.cfg.model
+        m = self.cfg.model
         self.base = load_base_model(m.base, dtype=self.weight_dtype, device=self.accelerator.device, revision=m.revision)
         if m.init_video_layers is None:
             model = VideoUNet(self.base.unet, m.video_layers())
