@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             from model.tiny_base import make_tiny_base
 
             print(f"tiny base model written to {make_tiny_base(args.output, seed=args.seed)}")
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad arguments, missing or unreadable inputs, an unreachable hub
         print(f"fyp-train {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,7 +15,7 @@ def decode_latents(base: BaseModel, latents: torch.Tensor, chunk: int = 8) -> to
     """Latents ``(n, 4, h, w)`` -> images ``(n, 3, 8h, 8w)`` in [0, 1], ``chunk`` frames per VAE call (memory stays
     that of ``chunk`` frames whatever ``n``)."""
     vae = base.vae
-    out = [vae.decode(part / vae.config.scaling_factor).sample.float() for part in latents.split(chunk)]
+    out = [vae.decode(part.to(vae.dtype) / vae.config.scaling_factor).sample.float() for part in latents.split(chunk)]
     return ((torch.cat(out) + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
@@ -51,6 +51,7 @@ def sample_video(
         model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
         noise = model(model_in, t, text, num_frames=f, pose=poses, pose_scale=pose_scale)
         cond, uncond = noise.chunk(2)
-        latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
+        # under accelerate's mixed precision the prediction comes back fp32: keep the latents in the UNet's dtype
+        latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample.to(dtype)
     images = decode_latents(base, latents)
     return images.reshape(b, f, *images.shape[1:])

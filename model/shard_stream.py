@@ -127,19 +127,54 @@ class ShardStream(torch.utils.data.IterableDataset):
     # ------------------------------------------------------------------------------------------------ the stream
 
     def _raw(self, epoch: int) -> Iterator[dict]:
-        """Undecoded samples of one epoch in the seeded order."""
+        """Undecoded samples of one epoch in the seeded order. A shard that cannot be read on (a truncated or
+        corrupt tar) ends there and becomes one failed sample ``{"__error__": reason}`` in the stream."""
         import webdataset as wds
 
         urls = list(self.urls)
         random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)
-        stream = wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
+        broken: list[dict] = []
+
+        def shard_error(exn: Exception) -> bool:
+            # webdataset reports a broken tar as (message, stream, url), sometimes first without the url
+            args = exn.args if isinstance(exn.args, tuple) else ()
+            url = args[-1] if len(args) >= 2 and isinstance(args[-1], str) else "?"
+            message = str(args[0]).split(" @ <")[0] if args else str(exn)
+            failure = {"__key__": "(shard)", "__url__": url, "__error__": f"the shard cannot be read on: {type(exn).__name__}: {message}"}
+            if broken and broken[-1]["__url__"] == "?" and url != "?":
+                broken[-1] = failure  # the same error, now with its shard
+            else:
+                broken.append(failure)
+            return True  # go on with the next shard
+
+        def with_errors(samples: Iterator[dict]) -> Iterator[dict]:
+            for sample in samples:
+                yield from broken
+                broken.clear()
+                yield sample
+            yield from broken
+            broken.clear()
+
+        stream = with_errors(wds.tarfile_to_samples(handler=shard_error)(iter([{"url": u} for u in urls])))
         if self.shuffle_buffer > 1:
             stream = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=random.Random(self.seed + epoch))(stream)
         yield from stream
 
+    def epoch_length(self) -> int | None:
+        """Samples in one epoch, counted from the tar headers alone (no data read); None when a shard cannot be
+        listed (then a resume reads from the stream's start)."""
+        if not hasattr(self, "_epoch_length"):
+            self._epoch_length = _count_samples(self.urls)
+        return self._epoch_length
+
     def raw_samples(self) -> Iterator[tuple[int, dict]]:
-        """(raw index, undecoded sample) of this rank over epochs, from ``start``."""
+        """(raw index, undecoded sample) of this rank over epochs, from ``start``. Whole epochs before ``start`` are
+        skipped without reading them (a resume reads at most one epoch's bytes to find its place)."""
         n, epoch = 0, 0
+        length = self.epoch_length() if self.start else None
+        if length:
+            epoch = self.start // length
+            n = epoch * length
         while self.epochs is None or epoch < self.epochs:
             got = False
             for raw in self._raw(epoch):
@@ -148,10 +183,12 @@ class ShardStream(torch.utils.data.IterableDataset):
                     yield n, raw
                 n += 1
             if not got:
-                raise RuntimeError(f"the shards hold no sample: {self.urls[:3]}")
+                raise ValueError(f"the shards hold no sample: {', '.join(self.urls[:3])}{' ...' if len(self.urls) > 3 else ''}")
             epoch += 1
 
     def _try_decode(self, n: int, raw: dict):
+        if "__error__" in raw:
+            return None, Failure(raw["__key__"], str(raw.get("__url__", "?")), raw["__error__"])
         try:
             return self.decode(n, raw), None
         except Exception as err:  # noqa: BLE001 - any bad sample becomes a counted failure, never a crash
@@ -193,3 +230,25 @@ class ShardStream(torch.utils.data.IterableDataset):
         batch = self.collate(good) if good else {}
         batch.update(num_samples=len(good), failures=failures, raw=len(pending), position=pending[-1][0] + 1)
         return batch
+
+
+def _count_samples(urls: list[str]) -> int | None:
+    """Samples in the tars as webdataset groups them (consecutive members sharing the path up to the first dot of
+    the file name), from the headers alone; None when a tar cannot be listed."""
+    import re
+    import tarfile
+
+    key_of = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+    total = 0
+    for url in urls:
+        try:
+            with tarfile.open(url, mode="r") as tar:
+                previous = None
+                for member in tar:
+                    match = key_of.match(member.name) if member.isfile() else None
+                    if match and match.group(1) != previous:
+                        total += 1
+                        previous = match.group(1)
+        except (OSError, tarfile.TarError):
+            return None
+    return total

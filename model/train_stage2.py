@@ -68,7 +68,8 @@ class Stage2Trainer(Trainer):
 
             model, _ = load_video_unet(self.base.unet, m.init_video_layers)
             model.pose_encoder = None  # stage 2 is pose-free
-            model.config.trainable = list(m.trainable)
+            # what the loaded layers trained stays part of the output, with what this run trains
+            model.config.trainable = list(dict.fromkeys([*model.config.trainable, *m.trainable]))
         self.trained = model.select_trainable(m.trainable)
         for _, p in self.trained:
             p.data = p.data.float()  # trained weights stay fp32 under mixed precision (the optimizer's master copy)

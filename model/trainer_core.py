@@ -95,7 +95,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         )
         check_launcher_world_size(accelerator)
-        set_seed(cfg.seed)
+        set_seed(cfg.seed, device_specific=True)  # each process draws its own noise and timesteps
         self.weight_dtype = WEIGHT_DTYPES.get(cfg.mixed_precision, torch.float32)
         model = self.build()
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -120,6 +120,7 @@ class Trainer:
         resume_from = resolve_resume(out, cfg.resume)
         if resume_from is not None:
             self.before_resume(resume_from)
+            self._check_checkpointed_keys(resume_from)
             accelerator.load_state(str(resume_from), strict=False)  # the frozen weights come from the base model
             if len(self.state.positions) != accelerator.num_processes:
                 raise ValueError(
@@ -171,6 +172,24 @@ class Trainer:
     def extra_checkpoint_keys(self, model: torch.nn.Module) -> set[str]:
         """State-dict keys to checkpoint besides the trained parameters."""
         return set()
+
+    def _check_checkpointed_keys(self, checkpoint: Path) -> None:
+        """ValueError when the checkpoint's weights are not exactly what this run trains (another model.trainable,
+        other video layers, ...): loading it would keep some weights at their initial values without a word."""
+        from safetensors import safe_open
+
+        weights = checkpoint / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} has no model.safetensors")
+        with safe_open(str(weights), framework="pt") as f:
+            saved = set(f.keys())
+        missing, extra = sorted(self.checkpointed - saved), sorted(saved - self.checkpointed)
+        if missing or extra:
+            raise ValueError(
+                f"checkpoint {checkpoint} does not fit this run's trained weights: missing {missing[:5]}"
+                f"{' ...' if len(missing) > 5 else ''}, not trained here {extra[:5]}{' ...' if len(extra) > 5 else ''}. "
+                "Resume with the config the checkpoint was written with (output_dir/config.json)."
+            )
 
     def _keep_checkpointed_weights(self, models, weights, output_dir) -> None:
         for i, state in enumerate(weights):
@@ -245,6 +264,27 @@ class Trainer:
         state.samples = samples + sum(row[1] for row in every)
         state.failed = failed + sum(row[2] for row in every)
 
+    def save_checkpoint(self) -> Path:
+        """Every process writes into ``.checkpoint-NNNNNNN.partial``; the main process then renames it, so a killed
+        run never leaves a half-written ``checkpoint-NNNNNNN`` for ``--resume latest`` to pick."""
+        import shutil
+
+        accelerator = self.accelerator
+        final = checkpoint_dir(self.out, self.state.step)
+        partial = final.with_name(f".{final.name}.partial")
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            self.after_checkpoint(partial)
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            prune_checkpoints(self.out, self.cfg.checkpoints_total_limit)
+        accelerator.wait_for_everyone()
+        return final
+
     def train(self, until_step: int | None = None) -> dict:
         """Train to ``max_steps`` (or stop after ``until_step``, as a killed run would, for tests)."""
         cfg, accelerator, state = self.cfg, self.accelerator, self.state
@@ -257,11 +297,7 @@ class Trainer:
                 log.info("step %d/%d loss %.4f", state.step, cfg.max_steps, sum(losses) / len(losses))
                 losses = []
             if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or state.step == cfg.max_steps:
-                checkpoint = checkpoint_dir(self.out, state.step)
-                accelerator.save_state(str(checkpoint))
-                if accelerator.is_main_process:
-                    self.after_checkpoint(checkpoint)
-                    prune_checkpoints(self.out, cfg.checkpoints_total_limit)
+                self.save_checkpoint()
             if self.validator is not None and (state.step % cfg.validation.every == 0 or state.step == cfg.max_steps):
                 self.validator.run(accelerator, accelerator.unwrap_model(self.model), state.step)
         accelerator.wait_for_everyone()

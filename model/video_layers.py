@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from model.pose_encoder import PoseEncoder
-from model.video_unet import VideoLayersConfig, VideoUNet
+from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 from pose_data.atomic import atomic_path
 
 FORMAT = "fyp-video-layers"
@@ -68,7 +68,10 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
     path = Path(source)
     official = _official_weights_file(path)
     if official is not None:
-        state = torch.load(official, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(official, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
+            raise ValueError(f"{official}: not a readable PyTorch state dict ({type(err).__name__}: {err})") from None
         if not isinstance(state, Mapping):
             raise ValueError(f"{official} holds a {type(state).__name__}, not a state dict")
         model = VideoUNet(unet, VideoLayersConfig.official(), pose_encoder)
@@ -81,12 +84,20 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
     from safetensors.torch import load_file
 
     config = read_video_layers_config(path)
-    model = VideoUNet(unet, VideoLayersConfig(**config["video_layers"]), pose_encoder)
+    try:
+        layers = VideoLayersConfig(**config["video_layers"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path / 'config.json'}: its video_layers entry is not a VideoLayersConfig ({err})") from None
+    model = VideoUNet(unet, layers, pose_encoder)
     weights_path = path / WEIGHTS_NAME
     if not weights_path.is_file():
         raise FileNotFoundError(f"video layers folder {str(path)!r} has no {WEIGHTS_NAME}")
     _load_into_unet(model, load_file(str(weights_path)), weights_path, strict=False)
     return model, None
+
+
+def _missing_added_layers(model: VideoUNet, state: Mapping[str, torch.Tensor]) -> list[str]:
+    return sorted(k for k in model.unet.state_dict() if is_video_layer(k) and k not in state)
 
 
 def _official_weights_file(path: Path) -> Path | None:
@@ -115,7 +126,8 @@ def _load_into_unet(model: VideoUNet, state: Mapping[str, torch.Tensor], where, 
     own = model.unet.state_dict()
     unexpected = sorted(k for k in state if k not in own)
     mis_shaped = sorted(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and v.shape != own[k].shape)
-    missing = sorted(k for k in own if k not in state) if strict else []
+    # the added layers must always be given: at their initial values they would silently make an image model
+    missing = sorted(k for k in own if k not in state) if strict else _missing_added_layers(model, state)
     if unexpected or mis_shaped or missing:
         raise ValueError(
             f"{where}: weights do not fit the inflated UNet ({model.config.to_dict()}): unexpected {unexpected[:8]}"

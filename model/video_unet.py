@@ -163,9 +163,11 @@ class VideoUNet(PoseGuidedUNet):
     def select_trainable(self, patterns=None) -> list[tuple[str, nn.Parameter]]:
         """Freeze everything, then unfreeze the UNet parameters matching ``patterns`` (default: the config's).
 
-        Returns them (name, parameter); ValueError when a pattern matches nothing.
+        Patterns naming a temporal layer this model does not have (``conv_temporal`` with ``conv_temporal`` off,
+        ``attn_temp`` without temporal attention) are ignored. Returns the chosen (name, parameter) pairs;
+        ValueError when another pattern matches nothing.
         """
-        patterns = list(patterns or self.config.trainable)
+        patterns = [p for p in (patterns or self.config.trainable) if not self._names_a_disabled_layer(p)]
         self.requires_grad_(False)
         chosen = [(n, p) for n, p in self.unet.named_parameters() if matches(n, patterns)]
         unused = [p for p in patterns if not any(matches(n, [p]) for n, _ in chosen)]
@@ -174,6 +176,12 @@ class VideoUNet(PoseGuidedUNet):
         for _, p in chosen:
             p.requires_grad_(True)
         return chosen
+
+    def _names_a_disabled_layer(self, pattern: str) -> bool:
+        first = pattern.strip(".").split(".")[0]
+        enabled = {"conv_temporal": self.config.conv_temporal, "attn_temp": self.config.temporal_attention,
+                   "norm_temp": self.config.temporal_attention}  # fmt: skip
+        return not enabled.get(first, True)
 
     def video_layers_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights that make the inflated UNet differ from the base: every added layer and every trained one."""

@@ -283,3 +283,26 @@ def test_video_layers_round_trip_onto_a_fresh_base(tiny_base, tmp_path):
     keys = set(load_file(tmp_path / "video_layers" / "diffusion_pytorch_model.safetensors"))
     assert all(".attn_temp." in k or ".norm_temp." in k or ".conv_temporal." in k or ".to_q." in k for k in keys)
     assert not any("attn1.to_k" in k or "resnets" in k for k in keys)
+
+
+def test_default_trainable_set_fits_a_model_without_the_temporal_conv(unet):
+    video = VideoUNet(unet, VideoLayersConfig(conv_temporal=False))  # the default config
+    names = [n for n, _ in video.select_trainable()]
+    assert names and not any("conv_temporal" in n for n in names) and any(".attn_temp." in n for n in names)
+
+
+@torch.no_grad()
+def test_video_layers_missing_an_added_layer_are_refused(tiny_base, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    from model.video_layers import load_video_unet, save_video_layers
+
+    load = lambda: UNet2DConditionModel.from_pretrained(tiny_base, subfolder="unet").eval()  # noqa: E731
+    save_video_layers(VideoUNet(load(), VideoLayersConfig()), tmp_path / "layers")
+    weights = tmp_path / "layers" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    dropped = "down_blocks.0.attentions.0.transformer_blocks.0.attn_temp.to_out.0.weight"
+    save_file({k: v for k, v in state.items() if k != dropped}, str(weights))
+    with pytest.raises(ValueError, match=f"missing \\['{dropped}'\\]"):
+        load_video_unet(load(), tmp_path / "layers")
