@@ -13,19 +13,21 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 @dataclass
 class TrainingState:
     """Saved with the model: optimizer steps taken, raw samples read (and failed) by all processes, and each
-    process's data position (the raw sample index where its stream continues)."""
+    process's data position (where its stream continues: see :mod:`model.shard_stream`)."""
 
     step: int = 0
     samples: int = 0
     failed: int = 0
-    positions: list[int] = field(default_factory=lambda: [0])
+    positions: list[list[int]] = field(default_factory=lambda: [[0, 0, 0]])  # per process: [n, epoch, epoch's first n]
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.samples, self.failed = int(state["step"]), int(state["samples"]), int(state.get("failed", 0))
-        self.positions = [int(p) for p in state.get("positions", [state["samples"]])]
+        positions = state.get("positions", [state["samples"]])
+        # a bare raw index (older checkpoints): the stream reads from the start up to it
+        self.positions = [[int(p), 0, 0] if isinstance(p, int) else [int(v) for v in p] for p in positions]
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:

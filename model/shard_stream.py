@@ -10,8 +10,10 @@ bytes of every sample of the rank (cheap) and decodes only its own batches.
 
 A sample that fails to decode (corrupt bytes, a clip too short, ...) is left out of its batch and reported in the
 batch's ``failures``; a batch whose samples all fail comes out empty (``num_samples`` 0) and the trainer moves on.
-Every batch carries ``position``: the raw index where the rank's stream continues after it. A trainer that saves the
-position of the last batch it used resumes exactly there (``start``), without decoding the skipped samples.
+Every batch carries ``position``: ``[n, epoch, first]``, the raw index where the rank's stream continues after it, the
+epoch of its last sample and the raw index at which that epoch began. A trainer that saves the position of the last
+batch it used resumes exactly there (``start``): earlier epochs are skipped without reading them, and the rest of
+the epoch is read (not decoded) up to ``n``.
 
 Per-sample randomness (crops, caption dropout, frame offsets) comes from an RNG seeded by ``(seed, n)``, so it does
 not depend on workers or resumption either.
@@ -100,7 +102,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 0,
         batch_size: int = 1,
-        start: int = 0,
+        start: int | list[int] = 0,  # a raw index, or a batch's full position [n, epoch, first]
         rank: int = 0,
         world_size: int = 1,
         epochs: int | None = None,
@@ -135,14 +137,22 @@ class ShardStream(torch.utils.data.IterableDataset):
         random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)
         broken: list[dict] = []
 
+        opened = {"url": "?"}  # the shard webdataset is reading (it opens one at a time, in order)
+
+        def sources() -> Iterator[dict]:
+            for url in urls:
+                opened["url"] = url
+                yield {"url": url}
+
         def shard_error(exn: Exception) -> bool:
             # webdataset reports a broken tar as (message, stream, url), sometimes first without the url
             args = exn.args if isinstance(exn.args, tuple) else ()
-            url = args[-1] if len(args) >= 2 and isinstance(args[-1], str) else "?"
+            named = len(args) >= 2 and isinstance(args[-1], str)
             message = str(args[0]).split(" @ <")[0] if args else str(exn)
-            failure = {"__key__": "(shard)", "__url__": url, "__error__": f"the shard cannot be read on: {type(exn).__name__}: {message}"}
-            if broken and broken[-1]["__url__"] == "?" and url != "?":
-                broken[-1] = failure  # the same error, now with its shard
+            failure = {"__key__": "(shard)", "__url__": args[-1] if named else opened["url"], "__named__": named,
+                       "__error__": f"the shard cannot be read on: {type(exn).__name__}: {message}"}  # fmt: skip
+            if named and broken and not broken[-1]["__named__"] and broken[-1]["__url__"] == failure["__url__"]:
+                broken[-1] = failure  # the same error, reported again with its shard
             else:
                 broken.append(failure)
             return True  # go on with the next shard
@@ -155,32 +165,28 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield from broken
             broken.clear()
 
-        stream = with_errors(wds.tarfile_to_samples(handler=shard_error)(iter([{"url": u} for u in urls])))
+        stream = with_errors(wds.tarfile_to_samples(handler=shard_error)(sources()))
         if self.shuffle_buffer > 1:
             stream = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=random.Random(self.seed + epoch))(stream)
         yield from stream
 
-    def epoch_length(self) -> int | None:
-        """Samples in one epoch, counted from the tar headers alone (no data read); None when a shard cannot be
-        listed (then a resume reads from the stream's start)."""
-        if not hasattr(self, "_epoch_length"):
-            self._epoch_length = _count_samples(self.urls)
-        return self._epoch_length
-
     def raw_samples(self) -> Iterator[tuple[int, dict]]:
-        """(raw index, undecoded sample) of this rank over epochs, from ``start``. Whole epochs before ``start`` are
-        skipped without reading them (a resume reads at most one epoch's bytes to find its place)."""
-        n, epoch = 0, 0
-        length = self.epoch_length() if self.start else None
-        if length:
-            epoch = self.start // length
-            n = epoch * length
+        """(raw index, undecoded sample) of this rank over epochs, from ``start``."""
+        for n, raw, _, _ in self._positioned():
+            yield n, raw
+
+    def _positioned(self) -> Iterator[tuple[int, dict, int, int]]:
+        """(raw index, sample, epoch, raw index of the epoch's first sample) of this rank, from ``start``. With a
+        full position as ``start``, the epochs before its own are not read at all."""
+        target, epoch, n = self.start, 0, 0
+        if isinstance(self.start, (list, tuple)):
+            target, epoch, n = (int(v) for v in self.start)
         while self.epochs is None or epoch < self.epochs:
-            got = False
+            first, got = n, False
             for raw in self._raw(epoch):
                 got = True
-                if n >= self.start and n % self.world_size == self.rank:
-                    yield n, raw
+                if n >= target and n % self.world_size == self.rank:
+                    yield n, raw, epoch, first
                 n += 1
             if not got:
                 raise ValueError(f"the shards hold no sample: {', '.join(self.urls[:3])}{' ...' if len(self.urls) > 3 else ''}")
@@ -207,10 +213,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        pending: list[tuple[int, dict]] = []
+        pending: list[tuple[int, dict, int, int]] = []
         j = 0
-        for n, raw in self.raw_samples():
-            pending.append((n, raw))
+        for item in self._positioned():
+            pending.append(item)
             if len(pending) < self.batch_size:
                 continue
             if j % workers == worker:
@@ -219,36 +225,16 @@ class ShardStream(torch.utils.data.IterableDataset):
         if pending and j % workers == worker:  # a finite stream's last, partial batch
             yield self._batch(pending)
 
-    def _batch(self, pending: list[tuple[int, dict]]) -> dict:
+    def _batch(self, pending: list[tuple[int, dict, int, int]]) -> dict:
         good, failures = [], []
-        for n, raw in pending:
+        for n, raw, _, _ in pending:
             sample, failure = self._try_decode(n, raw)
             if failure is None:
                 good.append(sample)
             else:
                 failures.append(failure)
         batch = self.collate(good) if good else {}
-        batch.update(num_samples=len(good), failures=failures, raw=len(pending), position=pending[-1][0] + 1)
+        last_n, _, epoch, first = pending[-1]
+        batch.update(num_samples=len(good), failures=failures, raw=len(pending), position=[last_n + 1, epoch, first])
         return batch
 
-
-def _count_samples(urls: list[str]) -> int | None:
-    """Samples in the tars as webdataset groups them (consecutive members sharing the path up to the first dot of
-    the file name), from the headers alone; None when a tar cannot be listed."""
-    import re
-    import tarfile
-
-    key_of = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-    total = 0
-    for url in urls:
-        try:
-            with tarfile.open(url, mode="r") as tar:
-                previous = None
-                for member in tar:
-                    match = key_of.match(member.name) if member.isfile() else None
-                    if match and match.group(1) != previous:
-                        total += 1
-                        previous = match.group(1)
-        except (OSError, tarfile.TarError):
-            return None
-    return total

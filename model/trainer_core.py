@@ -115,7 +115,7 @@ class Trainer:
         # checkpoints hold the trained weights, not the frozen ones (a stage-2 checkpoint would else copy the UNet)
         self.checkpointed = {name for name, p in model.named_parameters() if p.requires_grad} | self.extra_checkpoint_keys(model)
         accelerator.register_save_state_pre_hook(self._keep_checkpointed_weights)
-        self.state = TrainingState(positions=[0] * accelerator.num_processes)
+        self.state = TrainingState(positions=[[0, 0, 0] for _ in range(accelerator.num_processes)])
         accelerator.register_for_checkpointing(self.state)
         resume_from = resolve_resume(out, cfg.resume)
         if resume_from is not None:
@@ -182,7 +182,7 @@ class Trainer:
         if not weights.is_file():
             raise FileNotFoundError(f"checkpoint {checkpoint} has no model.safetensors")
         with safe_open(str(weights), framework="pt") as f:
-            saved = set(f.keys())
+            saved = {_bare(k) for k in f.keys()}
         missing, extra = sorted(self.checkpointed - saved), sorted(saved - self.checkpointed)
         if missing or extra:
             raise ValueError(
@@ -193,7 +193,7 @@ class Trainer:
 
     def _keep_checkpointed_weights(self, models, weights, output_dir) -> None:
         for i, state in enumerate(weights):
-            weights[i] = {k: v for k, v in state.items() if k in self.checkpointed}
+            weights[i] = type(state)((k, v) for k, v in state.items() if _bare(k) in self.checkpointed)
 
     def after_checkpoint(self, checkpoint: Path) -> None:
         """Add stage-specific files to a checkpoint folder (main process)."""
@@ -253,16 +253,16 @@ class Trainer:
     def _sync_positions(self) -> None:
         """Every rank's data position and counts, so the main process's checkpoint resumes every rank exactly."""
         accelerator, state = self.accelerator, self.state
-        mine = [state.positions[accelerator.process_index], self.read, self.failed]
+        mine = [*state.positions[accelerator.process_index], self.read, self.failed]  # n, epoch, first, read, failed
         if accelerator.num_processes == 1:
             every = [mine]
         else:
             mine_t = torch.tensor(mine, device=accelerator.device, dtype=torch.long)
-            every = accelerator.gather(mine_t).view(accelerator.num_processes, 3).tolist()
+            every = accelerator.gather(mine_t).view(accelerator.num_processes, len(mine)).tolist()
         samples, failed = self._totals_at_start
-        state.positions = [row[0] for row in every]
-        state.samples = samples + sum(row[1] for row in every)
-        state.failed = failed + sum(row[2] for row in every)
+        state.positions = [row[:3] for row in every]
+        state.samples = samples + sum(row[3] for row in every)
+        state.failed = failed + sum(row[4] for row in every)
 
     def save_checkpoint(self) -> Path:
         """Every process writes into ``.checkpoint-NNNNNNN.partial``; the main process then renames it, so a killed
@@ -272,8 +272,9 @@ class Trainer:
         accelerator = self.accelerator
         final = checkpoint_dir(self.out, self.state.step)
         partial = final.with_name(f".{final.name}.partial")
-        if accelerator.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
+        if accelerator.is_main_process:  # also what a killed run left behind
+            for stale in final.parent.glob(".checkpoint-*.partial"):
+                shutil.rmtree(stale, ignore_errors=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()
@@ -312,6 +313,13 @@ class Trainer:
                 Path(tmp).write_text(json.dumps(summary, indent=2))
         accelerator.end_training()
         return summary
+
+
+def _bare(key: str) -> str:
+    """A state-dict key without wrapper prefixes (DDP's ``module.``, torch.compile's ``_orig_mod.``)."""
+    for prefix in ("module.", "_orig_mod."):
+        key = key.removeprefix(prefix)
+    return key
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
