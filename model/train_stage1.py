@@ -21,7 +21,7 @@ from model.laion_pose_dataset import LaionPoseStream, skeleton_style_of
 from model.pose_encoder import PoseEncoder
 from model.shard_stream import resolve_shards
 from model.stage1_config import Stage1Config
-from model.trainer_core import Trainer, noise_prediction_loss, snr  # noqa: F401 - snr: part of this module's API
+from model.trainer_core import Trainer, noise_prediction_loss
 
 log = logging.getLogger(__name__)
 RUN_INFO = "fyp_run.json"  # written into each checkpoint folder: what the checkpoint was trained on
@@ -103,7 +103,7 @@ class Stage1Trainer(Trainer):
     def encoder(self):
         return self.model
 
-    def make_stream(self, *, start: int, rank: int, world_size: int) -> LaionPoseStream:
+    def make_stream(self, *, start: list[int], rank: int, world_size: int) -> LaionPoseStream:
         d = self.cfg.data
         return LaionPoseStream(
             d.shards, resolution=d.resolution, caption_dropout=d.caption_dropout, center_crop=d.center_crop,

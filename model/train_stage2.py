@@ -76,7 +76,6 @@ class Stage2Trainer(Trainer):
         if m.gradient_checkpointing:
             self.base.unet.enable_gradient_checkpointing()
         model.check_processors()
-        self.base.unet = model.unet  # the same (inflated) module
         model.to(self.accelerator.device).train()
         self.trainable_parameters = sum(p.numel() for _, p in self.trained)
         total = sum(p.numel() for p in model.unet.parameters())
@@ -86,7 +85,7 @@ class Stage2Trainer(Trainer):
     def extra_checkpoint_keys(self, model: torch.nn.Module) -> set[str]:
         return {f"unet.{name}" for name in model.video_layers_state_dict()}  # the frozen added layers too (small)
 
-    def make_stream(self, *, start: int, rank: int, world_size: int) -> HdvilaClipStream:
+    def make_stream(self, *, start: list[int], rank: int, world_size: int) -> HdvilaClipStream:
         d = self.cfg.data
         return HdvilaClipStream(
             d.clips, num_frames=d.num_frames, frame_stride=d.frame_stride, resolution=d.resolution,

@@ -139,7 +139,6 @@ class Trainer:
         self.validator = self.make_validator() if getattr(cfg, "validation", None) and cfg.validation.every and accelerator.is_main_process else None
         stream = self.make_stream(start=self.state.positions[accelerator.process_index], rank=accelerator.process_index,
                                   world_size=accelerator.num_processes)  # fmt: skip
-        self.shards = stream.urls
         # batch_size=None: the stream makes the batches (so they do not depend on the number of workers). Its own
         # generator: creating the iterator must not draw from the global RNG, which the checkpoint restores.
         loader = torch.utils.data.DataLoader(
@@ -157,7 +156,8 @@ class Trainer:
         """Load the frozen parts and return the module to train (its trainable parameters require grad)."""
         raise NotImplementedError
 
-    def make_stream(self, *, start: int, rank: int, world_size: int):
+    def make_stream(self, *, start: list[int], rank: int, world_size: int):
+        """The stage's :class:`model.shard_stream.ShardStream` for this rank, from the saved position ``start``."""
         raise NotImplementedError
 
     def loss(self, batch: dict) -> torch.Tensor:

@@ -212,7 +212,8 @@ def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, predictio
     from model.base_model import load_base_model
     from model.laion_pose_dataset import LaionPoseStream, collate
     from model.pose_encoder import PoseEncoder
-    from model.train_stage1 import diffusion_loss, snr
+    from model.train_stage1 import diffusion_loss
+    from model.trainer_core import snr
 
     base = load_base_model(tiny_base)
     base.noise_scheduler = DDPMScheduler.from_config(base.noise_scheduler.config, prediction_type=prediction_type)
