@@ -7,20 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from model.base_model import BaseModel
 from model.sample_video import sample_video
 from model.stage2_config import Stage2Config
-from pose_data.atomic import atomic_path
-
-
-def write_gif(frames: np.ndarray, path: Path, fps: float) -> Path:
-    """``frames`` (f, H, W, 3) uint8 -> an endlessly looping GIF, written atomically."""
-    images = [Image.fromarray(frame) for frame in frames]
-    with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    return path
+from pose_data.video_writer import write_gif
 
 
 def to_uint8(videos: torch.Tensor) -> np.ndarray:

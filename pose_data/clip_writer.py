@@ -15,9 +15,9 @@ Every frame goes through the same geometry (:func:`frame_to_rgb`):
    or, when scaling, by rounding the scaled long side to an even number.
 
 Output frame rate of :class:`ClipEncoder` with ``fps``: output frame ``k`` is shown at
-``k / fps`` after the first input frame and holds the input frame whose timestamp is nearest to
-``t_first + k / fps`` (the earlier one on a tie); ticks run while ``t_first + k / fps <= t_last``,
-so the clip has ``floor((t_last - t_first) * fps) + 1`` frames (see :func:`resampled_count`).
+``k / fps`` after the first input frame and holds the input frame nearest in time to
+``t_first + k / fps`` (:class:`pose_data.frame_sampling.RateSampler`), so the clip has
+``floor((t_last - t_first) * fps) + 1`` frames (see :func:`resampled_count`).
 Lower ``fps`` drops frames, higher duplicates them. Without ``fps`` every frame is written at its
 own timestamp minus the first one (variable frame rate preserved). Clips start at t = 0.
 """
@@ -32,15 +32,15 @@ import av
 import numpy as np
 from PIL import Image
 
+from pose_data.frame_sampling import RateSampler, resampled_count
+
+__all__ = ["ClipEncoder", "FrameSampler", "frame_to_rgb", "output_size", "resampled_count"]
+
 #: libx264 presets, fastest to slowest.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 #: Time base of clips written without ``fps``: 1/90000 s (the MPEG clock) represents any input timestamp.
 VFR_TIME_BASE = Fraction(1, 90000)
-
-#: Slack when comparing an output tick with the last input timestamp (float rounding of seconds).
-_TICK_EPS = 1e-9
-
 
 def _check_geometry(size: int | None, center_crop: bool) -> None:
     if size is not None and (not isinstance(size, int) or size < 2 or size % 2):
@@ -97,11 +97,6 @@ def frame_to_rgb(frame: av.VideoFrame, size: int | None = None, center_crop: boo
     return np.ascontiguousarray(rgb[top : top + out_h, left : left + out_w])
 
 
-def resampled_count(first: float, last: float, fps: float) -> int:
-    """Frames a :class:`ClipEncoder` with ``fps`` writes for input frames from ``first`` to ``last`` s."""
-    return math.floor((last - first) * fps + _TICK_EPS) + 1
-
-
 class ClipEncoder:
     """Encode frames into an in-memory H.264 (libx264, yuv420p) mp4; ``finish()`` returns its bytes.
 
@@ -134,8 +129,7 @@ class ClipEncoder:
         self._stream = None
         self._finished = False
         self._first_t: float | None = None
-        self._previous: tuple[av.VideoFrame, float] | None = None  # last input frame (fps mode)
-        self._next_tick = 0  # index k of the next output tick (fps mode)
+        self._resampler = RateSampler(fps) if fps is not None else None
         self._last_pts = -1
 
     def __enter__(self) -> ClipEncoder:
@@ -154,16 +148,9 @@ class ClipEncoder:
             pts = max(self._last_pts + 1, round((t - self._first_t) / VFR_TIME_BASE))
             self._write(frame, pts)
             return
-        # every tick up to t gets whichever of (previous frame, this frame) is nearer to it
-        while True:
-            tick = self._first_t + self._next_tick / self.fps
-            if tick > t + _TICK_EPS:
-                break
-            previous = self._previous
-            chosen = previous[0] if previous is not None and tick - previous[1] <= t - tick + _TICK_EPS else frame
-            self._write(chosen, self._next_tick)
-            self._next_tick += 1
-        self._previous = (frame, t)
+        # every tick up to t gets whichever of (previous frame, this frame) is nearer to it; pts = tick index
+        for chosen in self._resampler.add(frame, t):
+            self._write(chosen, self._last_pts + 1)
 
     def finish(self) -> bytes:
         """Flush the encoder and return the mp4 bytes. Raises ValueError when no frame was added."""
@@ -183,7 +170,7 @@ class ClipEncoder:
         if self._container is not None and not self._finished:
             self._container.close()
         self._finished = True
-        self._previous = None
+        self._resampler = None
 
     def _open(self, width: int, height: int) -> None:
         self._buffer = io.BytesIO()

@@ -187,6 +187,21 @@ def decode_span(path: str | Path, start: float, end: float, *, on_frame: FrameCa
         decoder.close()
 
 
+def decode_video(path: str | Path, *, on_frame: FrameCallback | None = None) -> SpanResult:
+    """Decode every frame of the file in order (``on_frame(frame, t)`` for each) and report them.
+
+    The whole-video form of :func:`decode_span`: a stream that breaks off early (a cut download,
+    broken packets at the end) is not an error here; what decoded is kept and ``decode_errors``
+    counts the damage. Raises :class:`VideoDecodeError` when the file is missing, empty, not a
+    video, or yields no frame at all.
+    """
+    decoder = _SpanDecoder(path)
+    try:
+        return decoder.run(0.0, math.inf, on_frame)
+    finally:
+        decoder.close()
+
+
 # --- internals --------------------------------------------------------------------------------
 
 
@@ -455,7 +470,8 @@ class _SpanDecoder:
                 video_end=None,
                 seeks=self.seeks,
             )
-        truncated = ended and (num_frames == 0 or end > video_end + END_TOLERANCE_S)
+        # a whole-video decode (end = inf) is never "truncated": it keeps whatever decoded
+        truncated = ended and math.isfinite(end) and (num_frames == 0 or end > video_end + END_TOLERANCE_S)
         if truncated and broken:
             raise VideoDecodeError(
                 f"the stream breaks off at {self.last_t:.3f} s, before the end of {span}: {broken}; truncated or corrupt file"

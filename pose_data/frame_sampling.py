@@ -1,0 +1,81 @@
+"""Which frames of a timestamped sequence to keep: every k-th one, or one per tick of a constant rate.
+
+Both rules take items one at a time (``add(item, t)``) so a video is sampled as it is decoded, and
+both are used by the clip writer, ``pose-data extract-poses`` and ``fyp-generate``.
+
+Constant-rate resampling (:class:`RateSampler`): output tick ``k`` lies at ``t_first + k / fps``
+and gets the input whose timestamp is nearest to it (the earlier one on a tie); ticks run while
+``t_first + k / fps <= t_last``, so a sequence from ``t_first`` to ``t_last`` gives
+``floor((t_last - t_first) * fps) + 1`` items (:func:`resampled_count`). A lower rate than the
+source drops items, a higher one repeats them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: Slack when comparing a tick with an input timestamp (float rounding of seconds).
+TICK_EPS = 1e-9
+
+
+def resampled_count(first: float, last: float, fps: float) -> int:
+    """Items a :class:`RateSampler` with ``fps`` gives for inputs from ``first`` to ``last`` seconds."""
+    return math.floor((last - first) * fps + TICK_EPS) + 1
+
+
+def check_fps(fps: object, name: str = "fps") -> float:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"{name} must be a positive number, got {fps!r}")
+    return float(fps)
+
+
+def check_stride(stride: object, name: str = "frame stride") -> int:
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {stride!r}")
+    return stride
+
+
+class RateSampler:
+    """Nearest-item resampling to ``fps`` (module doc). ``add`` returns the items of the ticks it closed."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = check_fps(fps)
+        self.first_t: float | None = None
+        self.ticks = 0  # ticks emitted so far
+        self._previous: tuple[Any, float] | None = None
+
+    def add(self, item: Any, t: float) -> list[Any]:
+        """Take the next input (timestamps must not decrease); returns the items of every tick up to ``t``."""
+        if self.first_t is None:
+            self.first_t = t
+        out = []
+        while True:
+            tick = self.first_t + self.ticks / self.fps
+            if tick > t + TICK_EPS:
+                break
+            previous = self._previous
+            out.append(previous[0] if previous is not None and tick - previous[1] <= t - tick + TICK_EPS else item)
+            self.ticks += 1
+        self._previous = (item, t)
+        return out
+
+
+class StrideSampler:
+    """Every ``stride``-th input, starting with the first."""
+
+    def __init__(self, stride: int = 1) -> None:
+        self.stride = check_stride(stride)
+        self.seen = 0
+
+    def add(self, item: Any, t: float) -> list[Any]:
+        keep = self.seen % self.stride == 0
+        self.seen += 1
+        return [item] if keep else []
+
+
+def make_sampler(fps: float | None = None, stride: int | None = None) -> RateSampler | StrideSampler:
+    """``fps`` -> :class:`RateSampler`; else every ``stride``-th (default every) input. Not both."""
+    if fps is not None and stride is not None:
+        raise ValueError(f"give a sampling rate (fps {fps}) or a frame stride ({stride}), not both")
+    return RateSampler(fps) if fps is not None else StrideSampler(1 if stride is None else stride)
