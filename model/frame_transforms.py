@@ -29,3 +29,14 @@ def apply_box(image: Image.Image, box: tuple[int, int, int, int], resolution: in
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def cover_and_center_crop(image: Image.Image, width: int, height: int, resample=Image.NEAREST) -> Image.Image:
+    """Scale ``image`` to cover ``width`` x ``height`` (keeping its aspect ratio), then cut out the centre.
+
+    Skeletons use NEAREST, as stage 1 resizes its training skeletons: no blended colours at the limb edges.
+    """
+    scale = max(width / image.width, height / image.height)
+    nw, nh = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    x0, y0 = (nw - width) // 2, (nh - height) // 2
+    return image.resize((nw, nh), resample).crop((x0, y0, x0 + width, y0 + height))

@@ -19,9 +19,11 @@ identity instead, so a pretrained adapter behaves exactly as it was trained.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from diffusers import T2IAdapter
@@ -195,6 +197,32 @@ class PoseEncoder(ModelMixin, ConfigMixin):
             )
         features = self.adapter(pose.to(dtype=self.dtype))
         return [conv(feature) * pose_scale for conv, feature in zip(self.out_convs, features)]
+
+
+def load_pose_encoder(path: str | os.PathLike) -> PoseEncoder:
+    """A trained pose encoder from ``path``: a ``fyp-train stage1`` output folder (its ``pose_encoder/``), a
+    PoseEncoder folder, a diffusers T2IAdapter folder, or the official ``pose_encoder.pth``.
+
+    FileNotFoundError naming ``path`` when it is none of these.
+    """
+    path = Path(path)
+    if path.is_file():
+        return PoseEncoder.from_official_state_dict(path)
+    if (path / "pose_encoder" / "config.json").is_file() and not (path / "config.json").is_file():
+        path = path / "pose_encoder"  # a stage-1 output folder
+    config = path / "config.json"
+    if not config.is_file():
+        what = "no such file or folder" if not path.exists() else "neither a .pth state dict nor a folder with config.json"
+        raise FileNotFoundError(f"pose encoder {str(path)!r}: {what}")
+    try:
+        class_name = json.loads(config.read_text()).get("_class_name")
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{config}: not a JSON model config") from None
+    if class_name == "T2IAdapter":
+        return PoseEncoder.from_t2i_adapter(path)
+    if class_name != PoseEncoder.__name__:
+        raise ValueError(f"{config}: a {class_name!r} config, not a PoseEncoder or T2IAdapter")
+    return PoseEncoder.from_pretrained(path)
 
 
 def official_to_diffusers_keys(

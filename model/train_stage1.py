@@ -19,6 +19,7 @@ import torch
 from model.base_model import BaseModel, encode_images, encode_prompts, load_base_model
 from model.laion_pose_dataset import LaionPoseStream, skeleton_style_of
 from model.pose_encoder import PoseEncoder
+from model.pose_encoder import load_pose_encoder as load_pretrained_pose_encoder
 from model.shard_stream import resolve_shards
 from model.stage1_config import Stage1Config
 from model.trainer_core import Trainer, noise_prediction_loss
@@ -28,19 +29,11 @@ RUN_INFO = "fyp_run.json"  # written into each checkpoint folder: what the check
 
 
 def load_pose_encoder(init: str | None, unet, skeleton_style: str | None = None) -> PoseEncoder:
-    """A fresh encoder sized for ``unet`` (zero-initialised outputs: the UNet starts unchanged), or
-    weights from a PoseEncoder / diffusers T2IAdapter folder or the official ``pose_encoder.pth``."""
+    """A fresh encoder sized for ``unet`` (zero-initialised outputs: the UNet starts unchanged), or the weights
+    at ``init`` (see :func:`model.pose_encoder.load_pose_encoder`)."""
     if init is None:
         return PoseEncoder.for_unet(unet, skeleton_style=skeleton_style)
-    path = Path(init)
-    if path.is_file():
-        return PoseEncoder.from_official_state_dict(path)
-    config = path / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"--init-pose-encoder {init}: neither a .pth state dict nor a folder with config.json")
-    if json.loads(config.read_text()).get("_class_name") == "T2IAdapter":
-        return PoseEncoder.from_t2i_adapter(path)
-    return PoseEncoder.from_pretrained(path)
+    return load_pretrained_pose_encoder(init)
 
 
 def check_style(found: str | None, wanted: str | None, what: str) -> None:

@@ -122,6 +122,56 @@ def hdvila_config(args: argparse.Namespace):
     return cfg
 
 
+EXTRACT_POSES_FLAGS: dict[str, tuple[str, type, str]] = {
+    **{flag: LAION_POSE_FLAGS[flag] for flag in (
+        "--pose-backend", "--device", "--batch-size", "--det-model", "--det-checkpoint", "--pose-model",
+        "--pose-checkpoint", "--min-keypoint-score", "--min-person-area", "--skeleton-style")},
+    "--min-keypoints": ("filter.min_keypoints", int, "confident keypoints a person needs to be drawn (default 4)"),
+    "--max-persons": ("filter.max_persons", int, "more kept persons than this: too_many_persons, drawn black (default 20)"),
+    "--fps": ("sampling.fps", float, "sample the video at this rate (nearest frame per tick); default every frame"),
+    "--frame-stride": ("sampling.frame_stride", int, "keep every K-th frame instead of sampling at --fps"),
+    "--max-frames": ("sampling.max_frames", int, "stop after this many sampled frames"),
+    "--crf": ("crf", int, "libx264 quality of skeleton.mp4, 0-51 (default 18)"),
+}  # fmt: skip
+
+
+def _add_extract_poses_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="driving videos (any format FFmpeg reads)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder: DIR/<name>/keypoints.parquet, skeleton.mp4")
+    p.add_argument("--config", default=None, help="preset (extract_poses, extract_poses-tiny / tiny) or YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. --set pose.batch_size=8")
+    p.add_argument("--overwrite", action="store_true", help="start DIR again from scratch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, (_key, typ, help_text) in EXTRACT_POSES_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_text)
+
+
+def extract_poses_config(args: argparse.Namespace):
+    """Dataclass defaults < --config preset/file < --set < named flags."""
+    from pose_data.config import load_config, to_dict
+    from pose_data.extract_poses_config import ExtractPosesConfig, preset_or_file
+
+    layers = [to_dict(ExtractPosesConfig())]  # the defaults as a layer: a partial section keeps the others
+    if args.config:
+        layers.append(preset_or_file(args.config))
+    cfg = load_config(ExtractPosesConfig, *layers, parse_overrides(args.set), flag_layer(args, EXTRACT_POSES_FLAGS))
+    cfg.validate()
+    return cfg
+
+
+def run_extract_poses(args: argparse.Namespace) -> None:
+    from pipelines.extract_poses import FAILED, extract_poses
+
+    manifest = extract_poses(args.videos, args.output, extract_poses_config(args), overwrite=args.overwrite, progress=not args.no_progress)
+    for entry in manifest["videos"]:
+        if entry["status"] != FAILED:
+            print(f"{entry['source']}: {entry['frames']} frames at {entry['sampled_fps']:g} fps -> {entry['output']} ({entry['status']})")
+    failed = [e for e in manifest["videos"] if e["status"] == FAILED]
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(manifest['videos'])} video(s) failed: "
+                         + "; ".join(f"{e['source']}: {e['error']}" for e in failed))  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-data", description="Follow-Your-Pose data pipelines")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -130,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_laion_pose_args(p)
     h = sub.add_parser("index-hdvila", help="HD-VILA-100M metadata + video files -> decoded clip index (Parquet) and clip shards")
     _add_hdvila_args(h)
+    e = sub.add_parser("extract-poses", help="driving videos -> per-frame keypoints (Parquet) and a skeleton video")
+    _add_extract_poses_args(e)
     d = sub.add_parser("demo", help="offline end-to-end demo on the bundled sample photos (CPU, MediaPipe)")
     d.add_argument("--output", "-o", default="demo-output", metavar="DIR")
     d.add_argument("--no-progress", action="store_true")
@@ -155,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.metadata, args.videos, args.output, cfg,
                 captions=args.captions, overwrite=args.overwrite, progress=not args.no_progress,
             )  # fmt: skip
+        elif args.command == "extract-poses":
+            run_extract_poses(args)
         elif args.command == "demo":
             from pipelines.demo import run_demo
 

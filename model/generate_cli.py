@@ -1,0 +1,297 @@
+"""``fyp-generate``: pose sequence + text -> video, one video or one per line of a JSONL file.
+
+A thin layer over :class:`model.follow_your_pose_pipeline.FollowYourPosePipeline` and
+:func:`model.pose_source.load_pose_frames`. Next to every video it writes a JSON sidecar (``clip.mp4`` ->
+``clip.json``) with every setting, the seed, the model paths, the frame count and where the poses came from
+(with their keypoints file: the given ``keypoints.parquet``, the one beside an extract-poses skeleton video,
+or ``clip.keypoints.parquet`` written beside the video when poses were extracted from a driving video), so that
+``fyp-eval`` can score the video later. Bad inputs stop with one line naming them and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("fyp-generate")
+SIDECAR_FORMAT = "fyp-generated-video"
+
+
+@dataclass
+class VideoSettings:
+    """Every per-video setting and its default (flags set them for all videos, a JSONL line for its own)."""
+
+    negative_prompt: str = ""
+    num_frames: int | None = None  # default: every pose frame the source gives at --fps
+    window: int = 8  # T: frames per sampling window (advancing by T/2)
+    steps: int = 50  # DDIM steps (official: 50)
+    guidance: float = 12.5  # classifier-free guidance scale (official: 12.5)
+    seed: int | None = None  # default: a random seed, recorded in the sidecar
+    height: int | None = None  # default: the base model's size (512 for SD 1.x)
+    width: int | None = None
+    fps: float = 8.0  # pose sampling rate and output frame rate
+    frame_stride: int | None = None  # instead of --fps: every K-th pose frame (played at --fps)
+    pose_scale: float = 1.0  # strength of the pose residuals (0: the model without pose, exactly)
+    side_by_side: bool = False  # skeleton | generated frame
+    source_kind: str = "auto"  # auto, skeleton_video, skeleton_frames, keypoints, driving_video
+    skeleton_style: str | None = None  # the style the pose source is drawn in / should be drawn in
+    allow_style_mismatch: bool = False
+    pose_backend: str = "mmpose"  # for a driving video: mmpose or mediapipe
+
+
+PER_VIDEO_KEYS = {"prompt", "pose", "output", *(f.name for f in dataclasses.fields(VideoSettings))}
+MODEL_KEYS = {"base", "pose_encoder", "video_layers", "device", "dtype"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fyp-generate", description="Follow Your Pose: pose sequence + text -> video of any length")
+    m = p.add_argument_group("model (once per run)")
+    m.add_argument("--base", required=True, metavar="DIR|HUB_ID", help="SD 1.x diffusers folder or hub id, or a saved pipeline folder")
+    m.add_argument("--pose-encoder", metavar="DIR|PTH", help="stage-1 output, PoseEncoder / T2IAdapter folder, or the official pose_encoder.pth")
+    m.add_argument("--video-layers", metavar="DIR", help="stage-2 video_layers/ folder or the official stage-2 release (default: initial values)")
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None, help="default float16 on cuda, float32 on cpu")
+    v = p.add_argument_group("video")
+    v.add_argument("--pose", metavar="SOURCE", help="skeleton video, folder of skeleton frames, keypoints.parquet, or driving video")
+    v.add_argument("--prompt", help="the text")
+    v.add_argument("--prompts", metavar="FILE.jsonl", help="many videos: one JSON object per line (prompt, pose, output, and any setting)")
+    v.add_argument("--output", "-o", required=True, metavar="FILE|DIR", help="FILE.mp4 or FILE.gif; with --prompts a folder")
+    defaults = VideoSettings()
+    for f in dataclasses.fields(VideoSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            v.add_argument(flag, action="store_true", default=None)
+        else:
+            kind = {"int | None": int, "int": int, "float": float, "str": str, "str | None": str}[str(f.type)]
+            v.add_argument(flag, type=kind, default=None, help=f"default {getattr(defaults, f.name)!r}")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def settings_from(values: dict, base: VideoSettings | None = None, where: str = "") -> VideoSettings:
+    """``base`` with ``values`` (keys with - or _) replacing its fields; ValueError naming unknown keys."""
+    values = {k.replace("-", "_"): v for k, v in values.items() if v is not None}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(VideoSettings)})
+    if unknown:
+        raise ValueError(f"{where}unknown setting(s) {', '.join(unknown)}")
+    return dataclasses.replace(base or VideoSettings(), **values)
+
+
+def resolve_device(device: str | None, dtype: str | None):
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if not device.startswith(("cpu", "cuda", "mps")):
+        raise ValueError(f"--device {device!r} must be cpu, cuda[:N] or mps")
+    dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
+    return device, getattr(torch, dtype)
+
+
+def load_pipeline(args):
+    from model.follow_your_pose_pipeline import FollowYourPosePipeline, is_pipeline_folder
+
+    device, dtype = resolve_device(args.device, args.dtype)
+    encoder, layers = args.pose_encoder, args.video_layers
+    if is_pipeline_folder(args.base):
+        folder = Path(args.base)
+        encoder = encoder or (str(folder / "pose_encoder") if (folder / "pose_encoder").is_dir() else None)
+        layers = layers or str(folder / "video_layers")
+    return FollowYourPosePipeline.from_parts(args.base, encoder, layers, device=device, dtype=dtype)
+
+
+def sidecar_path(video: Path) -> Path:
+    return video.with_suffix(".json")
+
+
+def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSettings, *, progress: bool) -> dict:
+    """Make one video and its sidecar; returns the sidecar."""
+    import numpy as np
+
+    from model.pose_source import load_pose_frames
+    from pose_data.atomic import write_json_atomic
+    from pose_data.extract_poses_config import ExtractPosesConfig
+    from pose_data.manifest import package_versions
+    from pose_data.pose_estimator import PoseModelConfig
+    from pose_data.video_writer import VIDEO_SUFFIXES, write_video
+
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"output {output}: must end in {' or '.join(VIDEO_SUFFIXES)}")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("a prompt is needed (--prompt TEXT)")
+    if not pose:
+        raise ValueError("a pose source is needed (--pose SOURCE)")
+    started = time.perf_counter()
+    height = settings.height or pipe.default_size
+    width = settings.width or pipe.default_size
+    pipe.check_arguments(settings.num_frames or 1, height, width, settings.window, settings.steps)
+    seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+    device_name = str(pipe.device)
+    extract = ExtractPosesConfig(pose=PoseModelConfig(backend=settings.pose_backend, device=device_name if device_name.startswith("cuda") else "cpu"))
+    poses = load_pose_frames(
+        pose, width=width, height=height, num_frames=settings.num_frames, fps=settings.fps, frame_stride=settings.frame_stride,
+        kind=settings.source_kind, encoder_style=pipe.skeleton_style, skeleton_style=settings.skeleton_style,
+        allow_style_mismatch=settings.allow_style_mismatch, extract_config=extract,
+    )  # fmt: skip
+    num_frames = settings.num_frames or len(poses.frames)
+    result = pipe(
+        prompt, poses.frames[:num_frames], num_frames=num_frames, height=height, width=width,
+        negative_prompt=settings.negative_prompt, window=settings.window, num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance, pose_scale=settings.pose_scale, seed=seed, progress=progress,
+    )  # fmt: skip
+    frames = result.frames
+    if settings.side_by_side:
+        frames = np.concatenate([poses.frames[:num_frames], frames], axis=2)
+    keypoints, rows = poses.keypoints, poses.keypoint_rows
+    if poses.extracted is not None:
+        keypoints = str(poses.extracted.save(output.with_name(output.stem + ".keypoints.parquet")))
+    write_video(frames, output, settings.fps, comment={"format": SIDECAR_FORMAT, "prompt": prompt, "seed": seed})
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "video": output.name,
+        "prompt": prompt,
+        "seed": seed,
+        "settings": dataclasses.asdict(settings),
+        "frames": num_frames,
+        "fps": settings.fps,
+        "height": height,
+        "width": width,
+        "side_by_side": settings.side_by_side,
+        "windows": [list(w) for w in result.windows],
+        "models": {**pipe.sources, "skeleton_style": pipe.skeleton_style, "video_layers_config": pipe.model.config.to_dict()},
+        "device": device_name,
+        "dtype": str(pipe.dtype).replace("torch.", ""),
+        "pose": {
+            "source": poses.source, "kind": poses.kind, "skeleton_style": poses.skeleton_style,
+            "source_frames": poses.source_frames[:num_frames], "times": None if poses.times is None else poses.times[:num_frames],
+            "keypoints": keypoints, "keypoint_rows": None if rows is None else rows[:num_frames],
+        },  # fmt: skip
+        "versions": package_versions(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json_atomic(sidecar_path(output), sidecar)
+    return sidecar
+
+
+def read_jobs(path: str, out_dir: Path, flags: VideoSettings) -> list[tuple[int, dict]]:
+    """One job per non-empty line of ``path``: (line number, {prompt, pose, output, settings}); bad lines are jobs
+    carrying their error (the other lines still run)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--prompts {path!r} does not exist")
+    jobs = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}: "
+        job: dict = {"output": out_dir / f"{len(jobs):05d}.mp4"}
+        try:
+            values = json.loads(line)
+            if not isinstance(values, dict):
+                raise ValueError(f"{where}expected a JSON object, got {type(values).__name__}")
+            values = {k.replace("-", "_"): v for k, v in values.items()}
+            model_keys = sorted(MODEL_KEYS & set(values))
+            if model_keys:
+                raise ValueError(f"{where}{', '.join(model_keys)} are set once per run (flags), not per video")
+            job["prompt"], job["pose"] = values.pop("prompt", None), values.pop("pose", None)
+            name = values.pop("output", None)
+            if name is not None:
+                relative = Path(str(name))
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ValueError(f"{where}output {name!r} must be a file name inside {out_dir}")
+                job["output"] = out_dir / relative
+            job["settings"] = settings_from(values, flags, where)
+        except json.JSONDecodeError as err:
+            job["error"] = f"{where}not JSON ({err.msg})"
+        except (ValueError, TypeError) as err:
+            job["error"] = str(err)
+        jobs.append((number, job))
+    if not jobs:
+        raise ValueError(f"--prompts {path}: no line to run")
+    return jobs
+
+
+def _already_done(job: dict) -> bool:
+    sidecar = sidecar_path(job["output"])
+    if not (sidecar.is_file() and job["output"].is_file()):
+        return False
+    try:
+        done = json.loads(sidecar.read_text())
+    except json.JSONDecodeError:
+        return False
+    wanted = dataclasses.asdict(job["settings"])
+    return done.get("prompt") == job["prompt"] and all(done["settings"].get(k) == v for k, v in wanted.items() if k != "seed" or v is not None)
+
+
+def run_many(pipe, args, flags: VideoSettings) -> int:
+    from pose_data.atomic import write_json_atomic
+
+    out_dir = Path(args.output)
+    if out_dir.suffix.lower() in (".mp4", ".gif"):
+        raise ValueError(f"with --prompts, --output is a folder, got {args.output}")
+    jobs = read_jobs(args.prompts, out_dir, flags)
+    results = []
+    for number, job in jobs:
+        entry = {"line": number, "output": str(job["output"])}
+        if "error" in job:
+            entry.update(status="failed", error=job["error"])
+        elif _already_done(job):
+            entry.update(status="skipped")
+        else:
+            try:
+                sidecar = generate_one(pipe, job["prompt"], job["pose"], job["output"], job["settings"], progress=not args.no_progress)
+                entry.update(status="ok", seconds=sidecar["seconds"])
+            except (ValueError, OSError) as err:
+                entry.update(status="failed", error=f"{args.prompts}:{number}: {err}")
+        if entry["status"] == "failed":
+            print(f"fyp-generate: error: {entry['error']}", file=sys.stderr)
+        else:
+            print(f"{entry['output']} ({entry['status']})")
+        results.append(entry)
+    counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "skipped", "failed")}
+    write_json_atomic(out_dir / "generate_manifest.json", {"prompts": args.prompts, "models": pipe.sources, "counts": counts, "videos": results})
+    if counts["failed"]:
+        print(f"fyp-generate: error: {counts['failed']} of {len(results)} video(s) failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("accelerate", "diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.no_progress:
+        import diffusers.utils.logging
+        import transformers.utils.logging
+
+        transformers.utils.logging.disable_progress_bar()
+        diffusers.utils.logging.disable_progress_bar()
+    try:
+        flags = settings_from({f.name: getattr(args, f.name) for f in dataclasses.fields(VideoSettings)})
+        if bool(args.prompts) == bool(args.prompt or args.pose):
+            raise ValueError("give --prompt and --pose for one video, or --prompts FILE.jsonl for many")
+        if args.prompts is None and Path(args.output).suffix.lower() not in (".mp4", ".gif"):
+            raise ValueError(f"--output {args.output}: must end in .mp4 or .gif")
+        pipe = load_pipeline(args)
+        if args.prompts:
+            return run_many(pipe, args, flags)
+        sidecar = generate_one(pipe, args.prompt, args.pose, Path(args.output), flags, progress=not args.no_progress)
+        print(f"{args.output}: {sidecar['frames']} frames at {sidecar['fps']:g} fps, seed {sidecar['seed']} (settings: {sidecar_path(Path(args.output))})")
+    except (ValueError, OSError) as err:
+        print(f"fyp-generate: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The pose frames ``fyp-generate`` follows, from any of four sources, at the output size.
+
+SOURCE is one of (``kind="auto"`` tells them apart in this order):
+
+- a folder of skeleton frames (png, jpg, jpeg, webp, bmp; natural order: ``2.png`` before ``10.png``);
+- a ``.parquet`` pose sequence from ``pose-data extract-poses`` (drawn here, in the pose encoder's style);
+- a skeleton video: an mp4 written by ``extract-poses`` (its comment tag says so), or any video whose first frame
+  is at least :data:`SKELETON_BLACK_FRACTION` near-black;
+- otherwise a driving video, whose poses are extracted on the fly (``pose-data extract-poses``'s code and
+  settings) and drawn in the pose encoder's style.
+
+Sampling: videos and pose sequences have timestamps and are sampled at ``fps`` (nearest frame per tick),
+or every ``frame_stride``-th frame; a folder has no timestamps and gives every ``frame_stride``-th image (default
+every one). Each frame is scaled to cover ``width`` x ``height`` and centre-cropped (nearest-neighbour, as stage 1
+resizes skeletons). A source with fewer frames than ``num_frames`` is a ValueError saying how many it has.
+
+Skeleton style: the style a source is drawn in (declared with ``skeleton_style``, recorded in an extract-poses
+video or its ``keypoints.parquet``) must be the pose encoder's, unless ``allow_style_mismatch``; sources
+drawn here use the encoder's style (or the declared one, or openpose).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from model.frame_transforms import cover_and_center_crop
+from pose_data.clip_writer import frame_to_rgb
+from pose_data.frame_sampling import make_sampler
+from pose_data.pose_sequence import PoseSequence, SamplingConfig, read_pose_sequence
+from pose_data.video_decode import VideoDecodeError, decode_video
+from pose_data.video_writer import read_video_comment
+
+log = logging.getLogger(__name__)
+KINDS = ("auto", "skeleton_video", "skeleton_frames", "keypoints", "driving_video")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: A video whose first frame has at least this share of near-black pixels (all channels < 24) is a skeleton video.
+SKELETON_BLACK_FRACTION = 0.8
+
+
+@dataclass
+class PoseFrames:
+    """``frames`` (f, H, W, 3) uint8 at the output size, and where they came from (for the JSON sidecar)."""
+
+    frames: np.ndarray
+    kind: str
+    source: str
+    skeleton_style: str | None
+    source_frames: list[int]  # which frame / row / image of the source each pose frame is
+    times: list[float] | None = None  # their timestamps in the source, seconds (None for a folder)
+    keypoints: str | None = None  # a keypoints.parquet holding these poses, when there is one
+    keypoint_rows: list[int] | None = None  # its row for each pose frame
+    extracted: PoseSequence | None = field(default=None, repr=False)  # poses extracted here from a driving video
+
+    def to_tensor(self):
+        """(1, 3, f, H, W) uint8, the layout the sampler takes."""
+        import torch
+
+        return torch.from_numpy(self.frames).permute(3, 0, 1, 2).unsqueeze(0).contiguous()
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _fit(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(cover_and_center_crop(Image.fromarray(rgb), width, height))
+
+
+class _Enough(Exception):
+    pass
+
+
+def detect_kind(path: Path) -> str:
+    if path.is_dir():
+        return "skeleton_frames"
+    if path.suffix.lower() == ".parquet":
+        return "keypoints"
+    if (read_video_comment(path) or {}).get("format") == "fyp-skeleton-video":
+        return "skeleton_video"
+    first: list[np.ndarray] = []
+
+    def take(frame, t):
+        first.append(frame_to_rgb(frame))
+        raise _Enough
+
+    try:
+        decode_video(path, on_frame=take)
+    except _Enough:
+        pass
+    black = float((first[0].max(axis=2) < 24).mean())
+    return "skeleton_video" if black >= SKELETON_BLACK_FRACTION else "driving_video"
+
+
+def check_style(source_style: str | None, encoder_style: str | None, source: str, allow_mismatch: bool) -> None:
+    if source_style and encoder_style and source_style != encoder_style and not allow_mismatch:
+        raise ValueError(
+            f"pose source {source} is drawn in the {source_style!r} skeleton style but the pose encoder was trained on "
+            f"{encoder_style!r} skeletons; use a source of that style (pose-data extract-poses --skeleton-style "
+            f"{encoder_style}) or pass --allow-style-mismatch"
+        )
+
+
+def load_pose_frames(
+    source: str,
+    *,
+    width: int,
+    height: int,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    frame_stride: int | None = None,
+    kind: str = "auto",
+    encoder_style: str | None = None,
+    skeleton_style: str | None = None,
+    allow_style_mismatch: bool = False,
+    extract_config=None,
+) -> PoseFrames:
+    """The pose frames of ``source`` (module doc). ``skeleton_style``: the style the user declares for the source
+    (or wants it drawn in); ``extract_config``: the :class:`ExtractPosesConfig` for a driving video."""
+    path = Path(source)
+    if kind not in KINDS:
+        raise ValueError(f"pose source kind {kind!r} is not one of {', '.join(KINDS)}")
+    if not path.exists():
+        raise FileNotFoundError(f"pose source {source!r} does not exist")
+    if frame_stride is not None:
+        fps = None  # a stride replaces sampling by time
+    try:
+        kind = detect_kind(path) if kind == "auto" else kind
+        if kind == "skeleton_frames":
+            loaded = _from_folder(path, num_frames, frame_stride)
+        elif kind == "keypoints":
+            loaded = _from_keypoints(path, num_frames, fps, frame_stride, skeleton_style or encoder_style)
+        elif kind == "skeleton_video":
+            loaded = _from_skeleton_video(path, num_frames, fps, frame_stride, skeleton_style)
+        else:
+            loaded = _from_driving_video(path, num_frames, fps, frame_stride, skeleton_style or encoder_style, extract_config)
+    except VideoDecodeError as err:
+        raise ValueError(f"pose source {source}: {err.reason}") from None
+    check_style(loaded.skeleton_style, encoder_style, source, allow_style_mismatch)
+    count = len(loaded.frames)
+    if num_frames is not None and count < num_frames:
+        if loaded.kind == "skeleton_frames":
+            how = f"taking every {frame_stride or 1} image(s) of the folder"
+        else:
+            how = f"at every {frame_stride or 1} frame(s)" if fps is None else f"at {fps:g} fps"
+        raise ValueError(
+            f"pose source {source} gives {count} pose frame(s) {how} but --num-frames is {num_frames}: "
+            "lower --num-frames, or sample more densely (--fps, --frame-stride)"
+        )
+    if count == 0:
+        raise ValueError(f"pose source {source} gives no pose frame")
+    loaded.frames = np.stack([_fit(f, width, height) for f in loaded.frames])
+    return loaded
+
+
+def _from_folder(path: Path, num_frames: int | None, stride: int | None) -> PoseFrames:
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_natural_key)
+    if not files:
+        raise ValueError(f"pose source {path} is a folder with no skeleton frames ({', '.join(IMAGE_SUFFIXES)})")
+    chosen = list(range(0, len(files), stride or 1))[:num_frames]
+    frames = []
+    for i in chosen:
+        try:
+            with Image.open(files[i]) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"pose frame {files[i]}: not a readable image ({err})") from None
+    return PoseFrames(frames, "skeleton_frames", str(path), None, chosen)
+
+
+def _sample_rows(times: list[float], num_frames: int | None, fps: float | None, stride: int | None) -> list[int]:
+    sampler = make_sampler(fps, stride)
+    chosen: list[int] = []
+    for i, t in enumerate(times):
+        chosen.extend(sampler.add(i, t))
+        if num_frames is not None and len(chosen) >= num_frames:
+            return chosen[:num_frames]
+    return chosen
+
+
+def _from_keypoints(path: Path, num_frames, fps, stride, style: str | None) -> PoseFrames:
+    sequence = read_pose_sequence(path)
+    times = sequence.table.column("time").to_pylist()
+    rows = _sample_rows(times, num_frames, fps, stride)
+    style = style or sequence.info.get("skeleton_style") or "openpose"
+    subset = PoseSequence(sequence.table.take(rows), sequence.info)
+    frames = list(subset.skeletons(style))
+    return PoseFrames(frames, "keypoints", str(path), style, rows, [times[r] for r in rows], str(path), rows)
+
+
+def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | None) -> PoseFrames:
+    sampler = make_sampler(fps, stride)
+    frames, indices, times = [], [], []
+    counter = [0]
+
+    def on_frame(frame, t):
+        for index, kept, kept_t in sampler.add((counter[0], frame, t), t):
+            if num_frames is not None and len(frames) >= num_frames:
+                raise _Enough
+            frames.append(frame_to_rgb(kept))
+            indices.append(index)
+            times.append(kept_t)
+        counter[0] += 1
+
+    try:
+        decode_video(path, on_frame=on_frame)
+    except _Enough:
+        pass
+    recorded = (read_video_comment(path) or {}).get("skeleton_style")
+    keypoints = path.parent / "keypoints.parquet"
+    if not recorded and keypoints.is_file():
+        try:
+            recorded = read_pose_sequence(keypoints).info.get("skeleton_style")
+        except ValueError:
+            keypoints = None
+    if declared and recorded and declared != recorded:
+        raise ValueError(f"--skeleton-style {declared} but {path} records the {recorded!r} style")
+    has_keypoints = keypoints is not None and keypoints.is_file() and (read_video_comment(path) or {}).get("format") == "fyp-skeleton-video"
+    return PoseFrames(frames, "skeleton_video", str(path), declared or recorded, indices, times,
+                      str(keypoints) if has_keypoints else None, indices if has_keypoints else None)  # fmt: skip
+
+
+def _from_driving_video(path: Path, num_frames, fps, stride, style: str | None, extract_config) -> PoseFrames:
+    from pose_data.extract_poses_config import ExtractPosesConfig
+    from pose_data.pose_estimator import build_pose_estimator
+    from pose_data.pose_sequence import extract_pose_sequence
+
+    cfg = extract_config or ExtractPosesConfig()
+    style = style or "openpose"
+    frames: list[np.ndarray] = []
+    log.info("extracting poses from the driving video %s with %s", path, cfg.pose.backend)
+    with build_pose_estimator(cfg.pose) as estimator:
+        sequence = extract_pose_sequence(
+            path, estimator, filter_cfg=cfg.filter, min_keypoint_score=cfg.min_keypoint_score, skeleton_style=style,
+            sampling=SamplingConfig(fps=fps, frame_stride=stride, max_frames=num_frames), batch_size=cfg.pose.batch_size,
+            on_skeleton=frames.append,
+        )  # fmt: skip
+    table = sequence.table
+    return PoseFrames(frames, "driving_video", str(path), style, table.column("frame").to_pylist(),
+                      table.column("time").to_pylist(), None, list(range(table.num_rows)), sequence)  # fmt: skip
