@@ -1,0 +1,352 @@
+"""Pose + text -> video on the tiny SD base: the windowed sampler's properties, the pipeline object and its saved
+folder, and ``fyp-generate`` on every pose source kind (the bundled real driving video through real MediaPipe)
+and on bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+
+from model.base_model import encode_prompts, load_base_model
+from model.follow_your_pose_pipeline import FollowYourPosePipeline
+from model.generate_cli import main as generate_main
+from model.pose_encoder import PoseEncoder
+from model.sample_video import sample_video, window_starts
+from model.video_layers import save_video_layers
+from model.video_unet import VideoLayersConfig, VideoUNet
+from pose_data.video_writer import Mp4Writer, read_video_comment
+
+CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
+SIZE = 64  # the tiny pose encoder downscales by 16
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    """A tiny base, a pose encoder with non-zero outputs, and video layers whose temporal attention is not the identity."""
+    from model.tiny_base import make_tiny_base
+
+    root = tmp_path_factory.mktemp("gen")
+    base = make_tiny_base(root / "tiny-sd", seed=0)
+    unet = load_base_model(base).unet
+    torch.manual_seed(0)
+    encoder = PoseEncoder.for_unet(unet, skeleton_style="openpose")
+    for conv in encoder.out_convs:
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    encoder.save_pretrained(root / "pose_encoder")
+    model = VideoUNet(unet, VideoLayersConfig())
+    for name, p in model.unet.named_parameters():
+        if "attn_temp.to_out" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    save_video_layers(model, root / "video_layers")
+    return {"base": str(base), "pose_encoder": str(root / "pose_encoder"), "video_layers": str(root / "video_layers"), "root": root}
+
+
+@pytest.fixture(scope="module")
+def pipe(parts):
+    return FollowYourPosePipeline.from_parts(parts["base"], parts["pose_encoder"], parts["video_layers"])
+
+
+def pose_frames(n: int, seed: int = 0) -> np.ndarray:
+    """Skeleton-like frames: coloured bars moving over black."""
+    frames = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+    for i in range(n):
+        frames[i, 10:54, (4 + 2 * i) % 56 : (4 + 2 * i) % 56 + 6] = (255, 0, 85)
+        frames[i, 30:34, 8:56] = (0, 255, 170)
+    return frames
+
+
+class Recording(torch.nn.Module):
+    """The real video model, with every call's inputs recorded."""
+
+    def __init__(self, model: VideoUNet):
+        super().__init__()
+        self.inner, self.unet, self.calls = model, model.unet, []
+
+    def check_processors(self):
+        self.inner.check_processors()
+
+    def forward(self, x, t, text, num_frames, pose=None, pose_scale=1.0):
+        self.calls.append({"t": float(t), "x": x.clone(), "frames": num_frames})
+        return self.inner(x, t, text, num_frames=num_frames, pose=pose, pose_scale=pose_scale)
+
+
+def run_sampler(pipe, n, window, seed=0, steps=3, model=None, poses=None):
+    poses = torch.from_numpy(pose_frames(n)).permute(3, 0, 1, 2).unsqueeze(0) if poses is None else poses
+    return sample_video(model or pipe.model, pipe.base, ["a dancer"], num_frames=n, height=SIZE, width=SIZE, num_inference_steps=steps,
+                        guidance_scale=7.5, generator=torch.Generator().manual_seed(seed), poses=poses, window=window)  # fmt: skip
+
+
+def test_window_starts():
+    assert window_starts(16, 8) == [0, 4, 8]
+    assert window_starts(19, 8) == [0, 4, 8, 11]  # the last window moved back to end at frame 18
+    assert window_starts(9, 8) == [0, 1]
+    assert window_starts(8, 8) == window_starts(5, 8) == [0]
+    assert window_starts(7, 3) == [0, 1, 2, 3, 4]  # hop 3 // 2 = 1
+    for n, t in ((16, 8), (19, 8), (33, 6), (10, 4)):
+        starts = window_starts(n, t)
+        covered = np.zeros(n, int)
+        for s in starts:
+            covered[s : s + t] += 1
+        assert covered.min() >= 1 and starts[-1] + t == n
+    with pytest.raises(ValueError, match="at least 2"):
+        window_starts(8, 1)
+
+
+def test_up_to_one_window_is_exactly_the_single_window_ddim_sampler(pipe):
+    """Reference: DDIM + guidance written out here, one UNet call per step over all frames."""
+    n, steps, guidance = 6, 3, 7.5
+    poses = torch.from_numpy(pose_frames(n)).permute(3, 0, 1, 2).unsqueeze(0).float() / 255.0
+    scheduler = DDIMScheduler.from_config(pipe.base.noise_scheduler.config)
+    scheduler.set_timesteps(steps)
+    latents = torch.randn((n, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(3)) * scheduler.init_noise_sigma
+    text = encode_prompts(pipe.base, ["a dancer", ""])
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            cond, uncond = pipe.model(torch.cat([latents, latents]), t, text, num_frames=n, pose=torch.cat([poses, poses])).chunk(2)
+            latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
+        reference = ((pipe.base.vae.decode(latents / pipe.base.vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+    for window in (8, 6):
+        video = sample_video(pipe.model, pipe.base, ["a dancer"], num_frames=n, height=SIZE, width=SIZE, num_inference_steps=steps,
+                             guidance_scale=guidance, generator=torch.Generator().manual_seed(3), poses=poses, window=window)  # fmt: skip
+        assert torch.equal(video[0], reference)
+
+
+def test_every_length_gives_exactly_that_many_frames_and_the_same_seed_the_same_video(pipe):
+    poses = pose_frames(24)
+    for n in (5, 11, 16, 19):
+        out = pipe("a dancer", poses, num_frames=n, window=8, num_inference_steps=2, seed=1, progress=False)
+        assert out.frames.shape == (n, SIZE, SIZE, 3) and out.frames.dtype == np.uint8
+        assert out.windows == [(s, min(8, n)) for s in window_starts(n, 8)]
+    a = pipe("a dancer", poses, num_frames=16, num_inference_steps=2, seed=7, progress=False).frames
+    b = pipe("a dancer", poses, num_frames=16, num_inference_steps=2, seed=7, progress=False).frames
+    c = pipe("a dancer", poses, num_frames=16, num_inference_steps=2, seed=8, progress=False).frames
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_windows_reuse_the_noise_of_the_previous_windows_last_half(pipe):
+    recording = Recording(pipe.model)
+    run_sampler(pipe, 16, 8, model=recording, steps=2)
+    assert [c["frames"] for c in recording.calls] == [8] * 6  # 3 windows x 2 steps, never more than one window
+    first_step = [c["x"][:8] for c in recording.calls[:3]]  # the conditional half of windows 0, 4, 8
+    for previous, current in zip(first_step, first_step[1:]):
+        assert torch.equal(current[:4], previous[4:])
+
+
+def test_overlapping_windows_agree_with_one_pass_when_frames_are_independent(parts):
+    """With frame-independent layers (no cross-frame or temporal attention) a frame's prediction is the same in
+    every window: averaging over the overlaps must then give the one-window video."""
+    base = load_base_model(parts["base"])
+    encoder = PoseEncoder.from_pretrained(parts["pose_encoder"])
+    model = VideoUNet(base.unet, VideoLayersConfig(attention="none", temporal_attention=False), encoder).eval()
+    independent = FollowYourPosePipeline(base, model)
+    windowed = run_sampler(independent, 12, 4)
+    whole = run_sampler(independent, 12, 12)
+    assert torch.allclose(windowed, whole, atol=2e-5)
+
+
+def test_with_temporal_layers_the_windows_tie_frames_together(pipe):
+    windowed = run_sampler(pipe, 12, 4)
+    whole = run_sampler(pipe, 12, 12)
+    assert not torch.allclose(windowed, whole, atol=1e-3)  # windows see 4 frames, the whole pass all 12
+
+
+def test_vae_decodes_in_chunks(pipe):
+    sizes = []
+    handle = pipe.base.vae.decoder.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        run_sampler(pipe, 19, 8, steps=1)
+    finally:
+        handle.remove()
+    assert sizes == [8, 8, 3]
+
+
+def test_pose_scale_zero_is_the_model_without_pose_exactly(pipe):
+    poses = pose_frames(10)
+    without = pipe("a dancer", None, num_frames=10, height=SIZE, width=SIZE, num_inference_steps=2, seed=4, progress=False)
+    zero = pipe("a dancer", poses, num_frames=10, pose_scale=0.0, num_inference_steps=2, seed=4, progress=False)
+    full = pipe("a dancer", poses, num_frames=10, num_inference_steps=2, seed=4, progress=False)
+    assert np.array_equal(without.frames, zero.frames) and not np.array_equal(zero.frames, full.frames)
+
+
+def test_saved_pipeline_loads_back_as_the_same_sampler_and_as_a_plain_sd_base(pipe, tmp_path):
+    folder = pipe.save_pretrained(tmp_path / "pipe")
+    loaded = FollowYourPosePipeline.from_pretrained(folder)
+    poses = pose_frames(9)
+    a = pipe("a dancer", poses, num_inference_steps=2, seed=2, progress=False).frames
+    b = loaded("a dancer", poses, num_inference_steps=2, seed=2, progress=False).frames
+    assert np.array_equal(a, b) and loaded.skeleton_style == "openpose"
+    saved_unet = load_base_model(folder).unet  # unet/ is an ordinary 2D UNet
+    assert not any("attn_temp" in k for k in saved_unet.state_dict())
+    assert json.loads((folder / "fyp_pipeline.json").read_text())["sources"]["pose_encoder"].endswith("pose_encoder")
+
+
+def test_pipeline_rejects_bad_arguments(pipe):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        pipe("a", None, num_frames=4, height=40, width=64, progress=False)
+    with pytest.raises(ValueError, match="has 4 frame"):
+        pipe("a", pose_frames(4), num_frames=6, progress=False)
+    with pytest.raises(ValueError, match="uint8"):
+        pipe("a", pose_frames(4).astype(np.float32), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ fyp-generate
+
+
+def generate(parts, capsys, *args: str) -> tuple[int, str, str]:
+    code = generate_main(["--base", parts["base"], "--pose-encoder", parts["pose_encoder"], "--video-layers", parts["video_layers"],
+                          "--steps", "2", "--height", str(SIZE), "--width", str(SIZE), "--no-progress", *args])  # fmt: skip
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def skeleton_video(tmp_path_factory):
+    """``pose-data extract-poses`` on the bundled driving video (real MediaPipe): skeleton.mp4 + keypoints.parquet."""
+    out = tmp_path_factory.mktemp("extract")
+    proc = subprocess.run([str(Path(sys.executable).parent / "pose-data"), "extract-poses", str(CARPHONE), "--output", str(out),
+                           "--config", "tiny", "--no-progress"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out / "carphone"
+
+
+def test_generate_from_a_skeleton_video_side_by_side(parts, skeleton_video, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    code, stdout, err = generate(parts, capsys, "--pose", str(skeleton_video / "skeleton.mp4"), "--prompt", "a man talking",
+                                 "--output", str(out), "--num-frames", "16", "--side-by-side", "--seed", "5")  # fmt: skip
+    assert code == 0, err
+    frames = decode(out)
+    assert len(frames) == 16 and frames[0].shape == (SIZE, 2 * SIZE, 3)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["seed"] == 5 and sidecar["frames"] == 16 and sidecar["windows"] == [[0, 8], [4, 8], [8, 8]]
+    assert sidecar["settings"]["guidance"] == 12.5 and sidecar["settings"]["window"] == 8 and sidecar["fps"] == 8
+    assert sidecar["models"]["video_layers"] == parts["video_layers"] and sidecar["models"]["skeleton_style"] == "openpose"
+    pose = sidecar["pose"]
+    assert pose["kind"] == "skeleton_video" and pose["skeleton_style"] == "openpose"
+    assert pose["keypoints"] == str(skeleton_video / "keypoints.parquet") and pose["keypoint_rows"] == list(range(16))
+    left = np.stack([f[:, :SIZE] for f in frames]).astype(int)  # the skeleton half: mostly black, coloured limbs
+    assert (left.max(axis=3) < 30).mean() > 0.6 and left.max() > 150
+    assert read_video_comment(out)["seed"] == 5
+    assert "16 frames at 8 fps, seed 5" in stdout
+
+
+def test_generate_from_keypoints_a_folder_and_a_driving_video(parts, skeleton_video, tmp_path, capsys):
+    code, _, err = generate(parts, capsys, "--pose", str(skeleton_video / "keypoints.parquet"), "--prompt", "a man",
+                            "--output", str(tmp_path / "k.gif"), "--num-frames", "9")  # fmt: skip
+    assert code == 0, err
+    assert Image.open(tmp_path / "k.gif").n_frames == 9
+    sidecar = json.loads((tmp_path / "k.json").read_text())
+    assert sidecar["pose"]["kind"] == "keypoints" and sidecar["pose"]["keypoints"].endswith("keypoints.parquet")
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(decode(skeleton_video / "skeleton.mp4")[:12]):
+        Image.fromarray(frame).save(folder / f"{i}.png")  # 0.png ... 11.png: natural order, not 0, 1, 10, 11, 2
+    code, _, err = generate(parts, capsys, "--pose", str(folder), "--prompt", "a man", "--output", str(tmp_path / "f.mp4"),
+                            "--frame-stride", "2")  # fmt: skip
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "f.json").read_text())
+    assert sidecar["frames"] == 6 and sidecar["pose"]["source_frames"] == [0, 2, 4, 6, 8, 10] and len(decode(tmp_path / "f.mp4")) == 6
+
+    out = tmp_path / "d.mp4"
+    code, _, err = generate(parts, capsys, "--pose", str(CARPHONE), "--pose-backend", "mediapipe", "--prompt", "a man",
+                            "--output", str(out), "--num-frames", "10")  # fmt: skip
+    assert code == 0, err
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["pose"]["kind"] == "driving_video" and len(decode(out)) == 10
+    keypoints = pq.read_table(sidecar["pose"]["keypoints"]).to_pandas()  # written beside the video
+    assert sidecar["pose"]["keypoints"] == str(tmp_path / "d.keypoints.parquet") and len(keypoints) == 10
+    assert (keypoints["status"] == "ok").sum() >= 8 and sidecar["pose"]["source_frames"][:3] == [0, 4, 7]
+
+
+def test_prompts_file_runs_each_line_and_resumes(parts, skeleton_video, tmp_path, capsys):
+    jobs = tmp_path / "jobs.jsonl"
+    pose = str(skeleton_video / "skeleton.mp4")
+    jobs.write_text("\n".join([
+        json.dumps({"prompt": "a man", "pose": pose, "num_frames": 4, "output": "one.mp4", "seed": 1}),
+        json.dumps({"prompt": "a woman", "pose": pose, "num-frames": 5, "output": "two.gif", "guidance": 3.0}),
+        json.dumps({"prompt": "nobody", "pose": str(tmp_path / "missing.mp4"), "num_frames": 4}),
+        json.dumps({"prompt": "x", "pose": pose, "device": "cuda"}),
+    ]) + "\n")  # fmt: skip
+    code, stdout, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+    assert code == 2
+    assert "missing.mp4" in err and "jobs.jsonl:3" in err and "device are set once per run" in err and "Traceback" not in err
+    manifest = json.loads((tmp_path / "out" / "generate_manifest.json").read_text())
+    assert manifest["counts"] == {"ok": 2, "skipped": 0, "failed": 2}
+    assert len(decode(tmp_path / "out" / "one.mp4")) == 4 and Image.open(tmp_path / "out" / "two.gif").n_frames == 5
+    assert json.loads((tmp_path / "out" / "two.json").read_text())["settings"]["guidance"] == 3.0
+    code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+    assert stdout.count("(skipped)") == 2
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing_pose", "does not exist"),
+        ("empty_video", "empty file"),
+        ("text_as_mp4", "not a readable media file"),
+        ("wrong_columns", "lacks the column(s) time, width, height, keypoints"),
+        ("too_short", "gives 3 pose frame(s) taking every 1 image(s) of the folder but --num-frames is 8"),
+        ("style_mismatch", "'mmpose' skeleton style but the pose encoder was trained on 'openpose'"),
+        ("missing_encoder", "pose encoder"),
+        ("bad_size", "multiple of 16"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors_with_exit_code_2(parts, tmp_path, capsys, case, expected):
+    pose = tmp_path / "pose.mp4"
+    extra: list[str] = []
+    if case == "empty_video":
+        pose.write_bytes(b"")
+    elif case == "text_as_mp4":
+        pose.write_text("hello, I am a text file\n")
+    elif case == "wrong_columns":
+        pose = tmp_path / "keypoints.parquet"
+        pq.write_table(pa.table({"frame": [0, 1], "x": [1.0, 2.0]}), pose)
+    elif case == "too_short":
+        pose = tmp_path / "three"
+        pose.mkdir()
+        for i in range(3):
+            Image.fromarray(pose_frames(3)[i]).save(pose / f"{i}.png")
+        extra = ["--num-frames", "8"]
+    elif case == "style_mismatch":
+        with Mp4Writer(pose, 8, comment={"format": "fyp-skeleton-video", "skeleton_style": "mmpose"}) as writer:
+            for frame in pose_frames(8):
+                writer.add(frame)
+    elif case == "missing_encoder":
+        code = generate_main(["--base", parts["base"], "--pose-encoder", str(tmp_path / "nope"), "--pose", "x.mp4", "--prompt", "a",
+                              "--output", str(tmp_path / "o.mp4")])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and "nope" in err and len(err.strip().splitlines()) == 1
+        return
+    elif case == "bad_size":
+        extra = ["--height", "40"]
+    code, _, err = generate(parts, capsys, "--pose", str(pose), "--prompt", "a", "--output", str(tmp_path / "o.mp4"), *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fyp-generate: error:") and expected in lines[0], err
+    if case not in ("bad_size",):
+        assert pose.name in lines[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_console_script_exit_code_and_no_traceback(parts, tmp_path):
+    proc = subprocess.run([str(Path(sys.executable).parent / "fyp-generate"), "--base", str(tmp_path / "no-base"), "--pose", "p.mp4",
+                           "--prompt", "a", "--output", str(tmp_path / "o.mp4")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no-base" in proc.stderr and proc.stderr.startswith("fyp-generate: error:")
