@@ -7,22 +7,32 @@ import resource
 import time
 
 
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def peak_memory(device: str) -> int:
+    """Peak bytes: max allocated on CUDA (since the last reset), max RSS of the process on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def time_steps(step, steps: int, device: str) -> tuple[float, int]:
     """(seconds per step, peak bytes) of calling ``step()``."""
     import torch
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     step()  # warm-up
-    sync()
+    synchronize(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    sync()
-    seconds = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return seconds, peak
+    synchronize(device)
+    return (time.perf_counter() - t0) / steps, peak_memory(device)

@@ -208,21 +208,27 @@ def load_pose_encoder(path: str | os.PathLike) -> PoseEncoder:
     path = Path(path)
     if path.is_file():
         return PoseEncoder.from_official_state_dict(path)
-    if (path / "pose_encoder" / "config.json").is_file() and not (path / "config.json").is_file():
-        path = path / "pose_encoder"  # a stage-1 output folder
+    if _model_class(path / "config.json") is None and (path / "pose_encoder" / "config.json").is_file():
+        path = path / "pose_encoder"  # a stage-1 output folder (its own config.json is the run's)
     config = path / "config.json"
     if not config.is_file():
         what = "no such file or folder" if not path.exists() else "neither a .pth state dict nor a folder with config.json"
         raise FileNotFoundError(f"pose encoder {str(path)!r}: {what}")
-    try:
-        class_name = json.loads(config.read_text()).get("_class_name")
-    except (json.JSONDecodeError, AttributeError):
-        raise ValueError(f"{config}: not a JSON model config") from None
+    class_name = _model_class(config)
     if class_name == "T2IAdapter":
         return PoseEncoder.from_t2i_adapter(path)
     if class_name != PoseEncoder.__name__:
-        raise ValueError(f"{config}: a {class_name!r} config, not a PoseEncoder or T2IAdapter")
+        raise ValueError(f"{config}: not the config of a PoseEncoder or T2IAdapter (_class_name {class_name!r})")
     return PoseEncoder.from_pretrained(path)
+
+
+def _model_class(config: Path) -> str | None:
+    """The ``_class_name`` of a diffusers model config; None when the file is missing or not such a config."""
+    try:
+        value = json.loads(config.read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def official_to_diffusers_keys(

@@ -10,6 +10,10 @@
 4. Stage 2: the same tiny base inflated for video and its video layers trained on the HD-VILA clip
    shards of step 2 for a few steps (``fyp-train stage2`` with the ``stage2-tiny`` preset), ending
    with a validation GIF.
+5. Generation: the poses of the bundled real driving video (``pose-data extract-poses``, MediaPipe,
+   8 fps) and a 16-frame video following them (``fyp-generate``: two and a half windows of 8 frames,
+   so the long-video path runs) from the stage-1 pose encoder and the stage-2 video layers, skeleton
+   and video side by side, with its JSON sidecar.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
     hdvila = run_hdvila_demo(out, progress=progress)
     grid = run_stage1_demo(out, lp)
     gif = run_stage2_demo(out, hdvila)
+    poses, video = run_generate_demo(out, progress=progress)
     print(
         "\nDemo done. Look at:\n"
         f"  {lp / 'preview.png'}   kept images with skeletons, counts by status\n"
@@ -60,6 +65,9 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  {grid}   stage-1 validation: skeleton | generated image per prompt (tiny random SD)\n"
         f"  {gif}   stage-2 validation video (tiny random SD: noise, but real video plumbing)\n"
         f"  {out / 'stage2' / 'video_layers'}   the trained video layers (config.json + safetensors)\n"
+        f"  {poses / 'skeleton.mp4'}   skeletons of the bundled driving video; pd.read_parquet('{poses / 'keypoints.parquet'}')\n"
+        f"  {video}   16 generated frames following those poses, skeleton | video (tiny random SD: noise)\n"
+        f"  {video.with_suffix('.json')}   every setting, the seed, the models, the pose frames used\n"
         f"  tensorboard --logdir {out}   (stage1/logs and stage2/logs)"
     )
     return out
@@ -112,3 +120,27 @@ def run_stage2_demo(out: Path, hdvila: Path) -> Path:
     shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the demo starts afresh each time
     summary = train_stage2(cfg)
     return Path(cfg.output_dir) / "validation" / f"step-{summary['steps']:07d}.gif"
+
+
+def driving_video() -> Path:
+    return sample_dir().parent / "driving" / "carphone.mp4"
+
+
+def run_generate_demo(out: Path, *, progress: bool = True) -> tuple[Path, Path]:
+    """extract-poses on the bundled driving video, then a 16-frame fyp-generate from the demo's two stages."""
+    from model.follow_your_pose_pipeline import FollowYourPosePipeline
+    from model.generate_cli import VideoSettings, generate_one
+    from pipelines.extract_poses import FAILED, extract_poses
+    from pose_data.extract_poses_config import ExtractPosesConfig
+    from pose_data.extract_poses_config import preset_or_file as extract_preset
+
+    cfg = load_config(ExtractPosesConfig, extract_preset("extract_poses-tiny"))
+    manifest = extract_poses([str(driving_video())], str(out / "poses"), cfg, overwrite=True, progress=progress)
+    if manifest["counts"][FAILED]:
+        raise RuntimeError(f"extract-poses failed on the bundled video: {manifest['videos'][0].get('error')}")
+    poses = out / "poses" / driving_video().stem
+    pipe = FollowYourPosePipeline.from_parts(out / "tiny-sd", out / "stage1", out / "stage2" / "video_layers")
+    settings = VideoSettings(num_frames=16, height=64, width=64, seed=0, side_by_side=True)
+    video = out / "generate" / "carphone.mp4"
+    generate_one(pipe, "a man talking on the phone in a car", str(poses / "skeleton.mp4"), video, settings, progress=progress)
+    return poses, video

@@ -50,15 +50,21 @@ def flag_layer(args: argparse.Namespace, flags: dict) -> dict:
     return layer
 
 
-def _add_laion_pose_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="LAION-style metadata: parquet, csv, tsv or jsonl files, or folders of them")
-    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (re-run the same command to resume)")
-    p.add_argument("--config", default=None, help="preset (laion_pose, laion_pose-tiny / tiny) or YAML file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. --set download.retries=2")
+def _add_run_args(p: argparse.ArgumentParser, *, output_help: str, presets: str, set_example: str, flags: dict) -> None:
+    """--output, --config, --set, --overwrite, --no-progress and the named flags, shared by the pipeline commands."""
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help=output_help)
+    p.add_argument("--config", default=None, help=f"preset ({presets}) or YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=f"any config key, e.g. --set {set_example}")
     p.add_argument("--overwrite", action="store_true", help="start DIR again from scratch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for flag, (_key, typ, help_text) in LAION_POSE_FLAGS.items():
+    for flag, (_key, typ, help_text) in flags.items():
         p.add_argument(flag, type=typ, default=None, help=help_text)
+
+
+def _add_laion_pose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="LAION-style metadata: parquet, csv, tsv or jsonl files, or folders of them")
+    _add_run_args(p, output_help="output folder (re-run the same command to resume)", presets="laion_pose, laion_pose-tiny / tiny",
+                  set_example="download.retries=2", flags=LAION_POSE_FLAGS)  # fmt: skip
 
 
 def laion_pose_config(args: argparse.Namespace):
@@ -100,14 +106,9 @@ HDVILA_SWITCHES = {
 def _add_hdvila_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("metadata", nargs="+", metavar="METADATA", help="HD-VILA-100M metadata: jsonl (also .json, .jsonl.gz) files or folders")
     p.add_argument("--videos", required=True, metavar="DIR", help="folder of downloaded videos, <video_id>.<ext>, nested folders allowed")
-    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder (re-run the same command to resume)")
     p.add_argument("--captions", default=None, metavar="CSV", help="caption CSV with columns part_id, clip_id, caption")
-    p.add_argument("--config", default=None, help="preset (hdvila_index, hdvila_index-tiny / tiny) or YAML file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
-    p.add_argument("--overwrite", action="store_true", help="start OUT again from scratch")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for flag, (_key, typ, help_text) in HDVILA_FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=help_text)
+    _add_run_args(p, output_help="output folder (re-run the same command to resume)", presets="hdvila_index, hdvila_index-tiny / tiny",
+                  set_example="clips.crf=20", flags=HDVILA_FLAGS)  # fmt: skip
     for flag, (_key, help_text) in HDVILA_SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=help_text)
 
@@ -137,13 +138,8 @@ EXTRACT_POSES_FLAGS: dict[str, tuple[str, type, str]] = {
 
 def _add_extract_poses_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="driving videos (any format FFmpeg reads)")
-    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder: DIR/<name>/keypoints.parquet, skeleton.mp4")
-    p.add_argument("--config", default=None, help="preset (extract_poses, extract_poses-tiny / tiny) or YAML file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. --set pose.batch_size=8")
-    p.add_argument("--overwrite", action="store_true", help="start DIR again from scratch")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for flag, (_key, typ, help_text) in EXTRACT_POSES_FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=help_text)
+    _add_run_args(p, output_help="output folder: DIR/<name>/keypoints.parquet, skeleton.mp4 (re-run to resume)",
+                  presets="extract_poses, extract_poses-tiny / tiny", set_example="pose.batch_size=8", flags=EXTRACT_POSES_FLAGS)  # fmt: skip
 
 
 def extract_poses_config(args: argparse.Namespace):

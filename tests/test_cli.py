@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +43,16 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert grid.size == (3 * 64, 2 * 64)  # 2 poses x (skeleton + 2 prompts) at 64 px
     assert (stage1 / "pose_encoder" / "diffusion_pytorch_model.safetensors").is_file()
     assert str(stage1 / "validation" / "step-0000040.png") in proc.stdout
+    # extract-poses on the bundled driving video, then 16 generated frames from both stages' outputs
+    poses = pd.read_parquet(tmp_path / "demo" / "poses" / "carphone" / "keypoints.parquet")
+    assert len(poses) == 32 and (poses["status"] == "ok").sum() >= 28
+    video = tmp_path / "demo" / "generate" / "carphone.mp4"
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 16 and frames[0].shape == (64, 128, 3)  # skeleton | generated, 64 px
+    sidecar = json.loads(video.with_suffix(".json").read_text())
+    assert sidecar["windows"] == [[0, 8], [4, 8], [8, 8]] and sidecar["models"]["video_layers"].endswith("video_layers")
+    assert str(video) in proc.stdout
 
 
 def test_missing_input_is_named(tmp_path):
