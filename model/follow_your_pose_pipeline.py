@@ -83,13 +83,16 @@ class FollowYourPosePipeline:
                 raise FileNotFoundError(f"{name} {str(value)!r} does not exist")
         encoder = pose_encoder if isinstance(pose_encoder, PoseEncoder) or pose_encoder is None else load_pose_encoder(pose_encoder)
         loaded = load_base_model(base, dtype=dtype, device=device, revision=revision)
+        released = None
         if video_layers is None:
             model = VideoUNet(loaded.unet, VideoLayersConfig(), encoder)
         else:
-            model, _released = load_video_unet(loaded.unet, video_layers, encoder)
+            model, released = load_video_unet(loaded.unet, video_layers, encoder)
         model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        sources = {"base": str(base), "pose_encoder": None if pose_encoder is None else str(getattr(pose_encoder, "name_or_path", pose_encoder)),
-                   "video_layers": None if video_layers is None else str(video_layers)}  # fmt: skip
+        encoder_source = None if pose_encoder is None else str(getattr(pose_encoder, "name_or_path", pose_encoder))
+        if encoder_source is None and released is not None:
+            encoder_source = f"{video_layers} (its skeleton_adapter)"
+        sources = {"base": str(base), "pose_encoder": encoder_source, "video_layers": None if video_layers is None else str(video_layers)}
         return cls(loaded, model, sources)
 
     @classmethod
@@ -110,8 +113,9 @@ class FollowYourPosePipeline:
         """Write the whole sampler to ``folder`` (layout in the module doc); replaces an existing folder whole."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
+        folder = Path(folder).resolve()
         tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
         try:
             base = self.base
             base.unet.save_config(tmp / "unet")
@@ -128,10 +132,11 @@ class FollowYourPosePipeline:
                       "video_layers": self.model.config.to_dict()}  # fmt: skip
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
             if folder.exists():
-                shutil.rmtree(folder)
+                os.replace(folder, old)  # the old folder stays whole until the new one is in place
             os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
         return folder
 
     # ------------------------------------------------------------------------------------------------ properties
@@ -193,15 +198,16 @@ class FollowYourPosePipeline:
             if self.model.pose_encoder is None:
                 raise ValueError("this pipeline has no pose encoder: give one (--pose-encoder), or no pose frames")
             f, h, w, _ = poses.shape
-            height, width = height or h, width or w
+            height, width = h if height is None else height, w if width is None else width
             if (h, w) != (height, width):
                 raise ValueError(f"pose frames are {w}x{h} but the video is {width}x{height}: resize them first")
-            num_frames = num_frames or f
+            num_frames = f if num_frames is None else num_frames
             if f < num_frames:
                 raise ValueError(f"the pose has {f} frame(s) but num_frames is {num_frames}")
             poses = poses[:num_frames].permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, f, H, W) uint8, stays on the CPU
-        num_frames = num_frames or 8
-        height, width = height or self.default_size, width or self.default_size
+        num_frames = 8 if num_frames is None else num_frames
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
         self.check_arguments(num_frames, height, width, window, num_inference_steps)
         if generator is None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -212,9 +218,9 @@ class FollowYourPosePipeline:
                 self.model, self.base, [prompt], num_frames=num_frames, height=height, width=width,
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=generator,
                 poses=poses, pose_scale=pose_scale, window=window, negative_prompts=[negative_prompt], progress=bar,
+                output_type="uint8",
             )  # fmt: skip
-        frames = (video[0].permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
-        return VideoPipelineOutput(frames, [(s, length) for s in starts], seed)
+        return VideoPipelineOutput(video[0].numpy(), [(s, length) for s in starts], seed)
 
     def check_arguments(self, num_frames: int, height: int, width: int, window: int, steps: int) -> None:
         multiple = self.size_multiple

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import sys
 import time
@@ -46,8 +47,50 @@ class VideoSettings:
     pose_backend: str = "mmpose"  # for a driving video: mmpose or mediapipe
 
 
-PER_VIDEO_KEYS = {"prompt", "pose", "output", *(f.name for f in dataclasses.fields(VideoSettings))}
+    def validate(self, where: str = "") -> None:
+        """ValueError naming the setting for a value of the wrong type or out of range (JSONL values are untyped)."""
+        from model.pose_source import KINDS
+        from pose_data.pose_estimator import BACKENDS
+        from pose_data.skeleton import SKELETON_STYLES
+
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and kind.endswith("| None"):
+                continue
+            ok = {
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str), "str | None": isinstance(value, str),
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "int | None": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+            }[kind]  # fmt: skip
+            if not ok:
+                what = {"bool": "true or false", "float": "a finite number"}.get(kind, "an integer" if "int" in kind else "a string")
+                raise ValueError(f"{where}{f.name} must be {what}, got {value!r}")
+        checks = [
+            ("num_frames", self.num_frames is None or self.num_frames >= 1, ">= 1"),
+            ("window", self.window >= 2, ">= 2 (it advances by window // 2)"),
+            ("steps", self.steps >= 1, ">= 1"),
+            ("seed", self.seed is None or 0 <= self.seed < 2**63, "in [0, 2**63)"),
+            ("height", self.height is None or self.height >= 1, ">= 1"),
+            ("width", self.width is None or self.width >= 1, ">= 1"),
+            ("fps", 0.1 <= self.fps <= 1000, "in [0.1, 1000]"),
+            ("frame_stride", self.frame_stride is None or self.frame_stride >= 1, ">= 1"),
+            ("source_kind", self.source_kind in KINDS, f"one of {', '.join(KINDS)}"),
+            ("skeleton_style", self.skeleton_style is None or self.skeleton_style in SKELETON_STYLES, f"one of {', '.join(SKELETON_STYLES)}"),
+            ("pose_backend", self.pose_backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ValueError(f"{where}{name} must be {what}, got {getattr(self, name)!r}")
+
+
 MODEL_KEYS = {"base", "pose_encoder", "video_layers", "device", "dtype"}
+
+
+def one_line(err: BaseException) -> str:
+    """An error message on one line (some libraries' messages span several)."""
+    return " ".join(part.strip() for part in str(err).splitlines() if part.strip()) or type(err).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,17 +124,22 @@ def settings_from(values: dict, base: VideoSettings | None = None, where: str = 
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(VideoSettings)})
     if unknown:
         raise ValueError(f"{where}unknown setting(s) {', '.join(unknown)}")
-    return dataclasses.replace(base or VideoSettings(), **values)
+    settings = dataclasses.replace(base or VideoSettings(), **values)
+    settings.validate(where)
+    return settings
 
 
 def resolve_device(device: str | None, dtype: str | None):
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if not device.startswith(("cpu", "cuda", "mps")):
-        raise ValueError(f"--device {device!r} must be cpu, cuda[:N] or mps")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device: cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(kind, False):
+        raise ValueError(f"--device {device}: {kind} is not available on this machine")
     dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
     return device, getattr(torch, dtype)
 
@@ -130,8 +178,9 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
     if not pose:
         raise ValueError("a pose source is needed (--pose SOURCE)")
     started = time.perf_counter()
-    height = settings.height or pipe.default_size
-    width = settings.width or pipe.default_size
+    settings.validate()
+    height = pipe.default_size if settings.height is None else settings.height
+    width = pipe.default_size if settings.width is None else settings.width
     pipe.check_arguments(settings.num_frames or 1, height, width, settings.window, settings.steps)
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
     device_name = str(pipe.device)
@@ -202,13 +251,19 @@ def read_jobs(path: str, out_dir: Path, flags: VideoSettings) -> list[tuple[int,
             if model_keys:
                 raise ValueError(f"{where}{', '.join(model_keys)} are set once per run (flags), not per video")
             job["prompt"], job["pose"] = values.pop("prompt", None), values.pop("pose", None)
+            for key in ("prompt", "pose"):
+                if not isinstance(job[key], str) or not job[key].strip():
+                    raise ValueError(f"{where}{key} must be a non-empty string, got {job[key]!r}")
             name = values.pop("output", None)
             if name is not None:
-                relative = Path(str(name))
-                if relative.is_absolute() or ".." in relative.parts:
+                relative = Path(name) if isinstance(name, str) else None
+                if relative is None or relative.is_absolute() or ".." in relative.parts or not relative.name:
                     raise ValueError(f"{where}output {name!r} must be a file name inside {out_dir}")
                 job["output"] = out_dir / relative
             job["settings"] = settings_from(values, flags, where)
+            earlier = next((n for n, j in jobs if j["output"] == job["output"] and "error" not in j), None)
+            if earlier is not None:
+                raise ValueError(f"{where}output {job['output'].name} is also line {earlier}'s output")
         except json.JSONDecodeError as err:
             job["error"] = f"{where}not JSON ({err.msg})"
         except (ValueError, TypeError) as err:
@@ -219,16 +274,20 @@ def read_jobs(path: str, out_dir: Path, flags: VideoSettings) -> list[tuple[int,
     return jobs
 
 
-def _already_done(job: dict) -> bool:
+def _already_done(job: dict, sources: dict) -> bool:
+    """The job's video and sidecar exist and the sidecar records the same prompt, pose source, models and settings
+    (a seed left open matches any)."""
     sidecar = sidecar_path(job["output"])
     if not (sidecar.is_file() and job["output"].is_file()):
         return False
     try:
         done = json.loads(sidecar.read_text())
-    except json.JSONDecodeError:
+        same = (done["format"] == SIDECAR_FORMAT and done["prompt"] == job["prompt"] and done["pose"]["source"] == job["pose"]
+                and all(done["models"].get(k) == v for k, v in sources.items()))  # fmt: skip
+        wanted = dataclasses.asdict(job["settings"])
+        return same and all(done["settings"].get(k) == v for k, v in wanted.items() if k != "seed" or v is not None)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):  # not a sidecar of ours: make the video again
         return False
-    wanted = dataclasses.asdict(job["settings"])
-    return done.get("prompt") == job["prompt"] and all(done["settings"].get(k) == v for k, v in wanted.items() if k != "seed" or v is not None)
 
 
 def run_many(pipe, args, flags: VideoSettings) -> int:
@@ -243,14 +302,14 @@ def run_many(pipe, args, flags: VideoSettings) -> int:
         entry = {"line": number, "output": str(job["output"])}
         if "error" in job:
             entry.update(status="failed", error=job["error"])
-        elif _already_done(job):
+        elif _already_done(job, pipe.sources):
             entry.update(status="skipped")
         else:
             try:
                 sidecar = generate_one(pipe, job["prompt"], job["pose"], job["output"], job["settings"], progress=not args.no_progress)
                 entry.update(status="ok", seconds=sidecar["seconds"])
-            except (ValueError, OSError) as err:
-                entry.update(status="failed", error=f"{args.prompts}:{number}: {err}")
+            except (ValueError, OSError, TypeError, RuntimeError) as err:  # this line fails, the others run
+                entry.update(status="failed", error=f"{args.prompts}:{number}: {one_line(err)}")
         if entry["status"] == "failed":
             print(f"fyp-generate: error: {entry['error']}", file=sys.stderr)
         else:
@@ -288,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         sidecar = generate_one(pipe, args.prompt, args.pose, Path(args.output), flags, progress=not args.no_progress)
         print(f"{args.output}: {sidecar['frames']} frames at {sidecar['fps']:g} fps, seed {sidecar['seed']} (settings: {sidecar_path(Path(args.output))})")
     except (ValueError, OSError) as err:
-        print(f"fyp-generate: error: {err}", file=sys.stderr)
+        print(f"fyp-generate: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
 

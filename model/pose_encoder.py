@@ -117,7 +117,11 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         if isinstance(path_or_dict, Mapping):
             state_dict = dict(path_or_dict)
         else:
-            state_dict = torch.load(path_or_dict, weights_only=True, map_location="cpu")
+            try:
+                state_dict = torch.load(path_or_dict, weights_only=True, map_location="cpu")
+            except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ValueError(f"{path_or_dict}: not a readable PyTorch state dict ({type(err).__name__}: {first})") from None
             if not isinstance(state_dict, Mapping):
                 raise ValueError(f"{path_or_dict} holds a {type(state_dict).__name__}, not a state dict")
         encoder = cls(**config)

@@ -33,7 +33,7 @@ from model.frame_transforms import cover_and_center_crop
 from pose_data.clip_writer import frame_to_rgb
 from pose_data.frame_sampling import make_sampler
 from pose_data.pose_sequence import PoseSequence, SamplingConfig, read_pose_sequence
-from pose_data.video_decode import VideoDecodeError, decode_video
+from pose_data.video_decode import VideoDecodeError, decode_span, decode_video, probe_video
 from pose_data.video_writer import read_video_comment
 
 log = logging.getLogger(__name__)
@@ -76,25 +76,56 @@ class _Enough(Exception):
     pass
 
 
+def looks_like_skeletons(rgb: np.ndarray) -> bool | None:
+    """True: mostly black with coloured strokes; False: a picture; None: (nearly) all black, says nothing."""
+    peak = rgb.max(axis=2)
+    black = peak < 24
+    if black.mean() < SKELETON_BLACK_FRACTION:
+        return False
+    drawn = ~black
+    if drawn.sum() < 0.001 * black.size:
+        return None
+    chroma = peak[drawn].astype(int) - rgb.min(axis=2)[drawn].astype(int)
+    return bool((chroma >= 64).mean() >= 0.5)  # skeleton colours are saturated; a dark scene's light is not
+
+
+def _frames_at(path: Path, fractions: tuple[float, ...]) -> list[np.ndarray]:
+    """The first frame at or after each fraction of the video's stated duration (only the first without one)."""
+    duration = probe_video(path).container_duration
+    starts = [0.0] if not duration else [f * duration for f in fractions]
+    frames: list[np.ndarray] = []
+
+    def take(frame, t):
+        frames.append(frame_to_rgb(frame))
+        raise _Enough
+
+    for start in starts:
+        try:
+            if start == 0:
+                decode_video(path, on_frame=take)
+            else:
+                decode_span(path, start, start + duration, on_frame=take)
+        except _Enough:
+            pass
+        except VideoDecodeError:
+            if start == 0:  # an unreadable file; a later position may only lie past the real end
+                raise
+    return frames
+
+
 def detect_kind(path: Path) -> str:
+    """Which kind of pose source ``path`` is (module doc): a skeleton video when tagged so by extract-poses, or when
+    frames at 0, 1/4, 1/2 and 3/4 of it are all mostly black and at least one shows coloured strokes."""
     if path.is_dir():
         return "skeleton_frames"
     if path.suffix.lower() == ".parquet":
         return "keypoints"
     if (read_video_comment(path) or {}).get("format") == "fyp-skeleton-video":
         return "skeleton_video"
-    first: list[np.ndarray] = []
-
-    def take(frame, t):
-        first.append(frame_to_rgb(frame))
-        raise _Enough
-
-    try:
-        decode_video(path, on_frame=take)
-    except _Enough:
-        pass
-    black = float((first[0].max(axis=2) < 24).mean())
-    return "skeleton_video" if black >= SKELETON_BLACK_FRACTION else "driving_video"
+    verdicts = [looks_like_skeletons(rgb) for rgb in _frames_at(path, (0.0, 0.25, 0.5, 0.75))]
+    kind = "skeleton_video" if False not in verdicts and True in verdicts else "driving_video"
+    log.info("pose source %s: read as a %s (pass --source-kind to say otherwise)", path, kind.replace("_", " "))
+    return kind
 
 
 def check_style(source_style: str | None, encoder_style: str | None, source: str, allow_mismatch: bool) -> None:
@@ -189,7 +220,10 @@ def _from_keypoints(path: Path, num_frames, fps, stride, style: str | None) -> P
     rows = _sample_rows(times, num_frames, fps, stride)
     style = style or sequence.info.get("skeleton_style") or "openpose"
     subset = PoseSequence(sequence.table.take(rows), sequence.info)
-    frames = list(subset.skeletons(style))
+    try:
+        frames = list(subset.skeletons(style))
+    except (ValueError, TypeError) as err:  # e.g. a box or keypoint the renderer cannot take
+        raise ValueError(f"{path}: cannot draw its poses ({err})") from None
     return PoseFrames(frames, "keypoints", str(path), style, rows, [times[r] for r in rows], str(path), rows)
 
 

@@ -50,12 +50,18 @@ def window_starts(num_frames: int, window: int) -> list[int]:
 
 
 @torch.no_grad()
-def decode_latents(base: BaseModel, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Latents ``(n, 4, h, w)`` -> images ``(n, 3, 8h, 8w)`` in [0, 1] on the CPU, ``chunk`` frames per VAE call
-    (device memory stays that of ``chunk`` frames whatever ``n``)."""
+def decode_latents(base: BaseModel, latents: torch.Tensor, chunk: int = 8, output_type: str = "float") -> torch.Tensor:
+    """Latents ``(n, 4, h, w)`` -> images on the CPU, ``chunk`` frames per VAE call (device memory stays that of
+    ``chunk`` frames whatever ``n``): ``(n, 3, 8h, 8w)`` in [0, 1] (``output_type="float"``), or ``(n, 8h, 8w, 3)``
+    uint8 (``"uint8"``, converted chunk by chunk: a quarter of the float frames' memory)."""
+    if output_type not in ("float", "uint8"):
+        raise ValueError(f"output_type must be float or uint8, got {output_type!r}")
     vae = base.vae
-    out = [vae.decode(part.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample.float().cpu() for part in latents.split(chunk)]
-    return ((torch.cat(out) + 1.0) / 2.0).clamp(0.0, 1.0)
+    out = []
+    for part in latents.split(chunk):
+        images = ((vae.decode(part.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+        out.append(images if output_type == "float" else (images.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8))
+    return torch.cat(out)
 
 
 def _pose_window(poses: torch.Tensor, start: int, length: int, device, dtype) -> torch.Tensor:
@@ -83,8 +89,10 @@ def sample_video(
     negative_prompts: list[str] | None = None,
     progress=None,
     decode_chunk: int = 8,
+    output_type: str = "float",
 ) -> torch.Tensor:
-    """``len(prompts)`` videos ``(b, N, 3, H, W)`` in [0, 1] on the CPU (module doc).
+    """``len(prompts)`` videos on the CPU (module doc): ``(b, N, 3, H, W)`` in [0, 1], or ``(b, N, H, W, 3)`` uint8
+    with ``output_type="uint8"``.
 
     ``poses``: (b, 3, N, H, W), uint8 or in [0, 1], best left on the CPU (each window's slice is moved to the
     device when used). ``window``: T (default: all N frames in one window). ``negative_prompts``: the
@@ -123,5 +131,5 @@ def sample_video(
                 progress.update(1)
         prediction /= coverage
         latents = scheduler.step(prediction.flatten(0, 1), t, latents.flatten(0, 1)).prev_sample.view(shape)
-    images = decode_latents(base, latents.flatten(0, 1), chunk=decode_chunk)
+    images = decode_latents(base, latents.flatten(0, 1), chunk=decode_chunk, output_type=output_type)
     return images.reshape(b, n, *images.shape[1:])

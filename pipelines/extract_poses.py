@@ -77,11 +77,12 @@ def extract_poses(videos: list[str], output: str, cfg: ExtractPosesConfig, *, ov
             try:
                 info = _extract_one(path, folder, estimator, cfg, settings, progress)
                 entries.append({**entry, "status": DONE, **_summary(info)})
-            except VideoDecodeError as err:
-                log.error("%s: %s", path, err.reason)
+            except Exception as err:  # noqa: BLE001 - one video's failure is its entry; the others still run
+                reason = err.reason if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}"
+                log.error("%s: %s", path, reason)
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()  # nothing was written for it
-                entries.append({**entry, "status": FAILED, "error": err.reason})
+                entries.append({**entry, "status": FAILED, "error": reason})
     finally:
         if estimator is not None:
             estimator.close()

@@ -150,7 +150,12 @@ def extract_poses_config(args: argparse.Namespace):
     layers = [to_dict(ExtractPosesConfig())]  # the defaults as a layer: a partial section keeps the others
     if args.config:
         layers.append(preset_or_file(args.config))
-    cfg = load_config(ExtractPosesConfig, *layers, parse_overrides(args.set), flag_layer(args, EXTRACT_POSES_FLAGS))
+    flags = flag_layer(args, EXTRACT_POSES_FLAGS)
+    sampling = flags.get("sampling", {})
+    if ("fps" in sampling) != ("frame_stride" in sampling):  # one of the two on the command line replaces the other
+        sampling.setdefault("fps", None)
+        sampling.setdefault("frame_stride", None)
+    cfg = load_config(ExtractPosesConfig, *layers, parse_overrides(args.set), flags)
     cfg.validate()
     return cfg
 
@@ -209,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.demo import run_demo
 
             run_demo(args.output, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"pose-data {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        print(f"pose-data {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -46,7 +46,9 @@ class RateSampler:
         self._previous: tuple[Any, float] | None = None
 
     def add(self, item: Any, t: float) -> list[Any]:
-        """Take the next input (timestamps must not decrease); returns the items of every tick up to ``t``."""
+        """Take the next input; returns the items of every tick up to ``t`` (none for a timestamp that goes back)."""
+        if not math.isfinite(t):
+            raise ValueError(f"timestamp {t!r} is not a finite number of seconds")
         if self.first_t is None:
             self.first_t = t
         out = []

@@ -142,15 +142,38 @@ def read_pose_sequence(path: str | os.PathLike) -> PoseSequence:
         )
     if table.num_rows == 0:
         raise ValueError(f"{path}: the pose sequence has no rows")
-    for i, people in enumerate(table.column("keypoints").to_pylist()):
-        for person in people or []:
-            if np.asarray(person, dtype=np.float32).shape != (17, 3):
-                raise ValueError(f"{path}: row {i} has keypoints of shape {np.asarray(person).shape}, expected (17, 3) per person")
+    _check_columns(table, path)
     meta = (table.schema.metadata or {}).get(METADATA_KEY)
     info = json.loads(meta) if meta else {}
     info.setdefault("min_keypoint_score", 0.3)
     info.setdefault("skeleton_style", None)
     return PoseSequence(table.replace_schema_metadata(None), info)
+
+
+def _check_columns(table: pa.Table, path: Path) -> None:
+    """ValueError naming ``path`` unless times are finite and non-decreasing seconds, sizes positive integers and
+    keypoints (17, 3) per person."""
+    for name in ("time", "width", "height"):
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or column.null_count:
+            raise ValueError(f"{path}: column {name!r} must hold numbers without nulls, got {column.type} with {column.null_count} null(s)")
+    times = table.column("time").to_numpy().astype(np.float64)
+    if not np.isfinite(times).all() or (np.diff(times) < 0).any():
+        raise ValueError(f"{path}: column 'time' must hold finite, non-decreasing seconds")
+    for name in ("width", "height"):
+        values = table.column(name).to_numpy()
+        if (values < 1).any() or (values != np.round(values)).any():
+            raise ValueError(f"{path}: column {name!r} must hold positive whole pixel counts")
+    if not pa.types.is_list(table.column("keypoints").type):
+        raise ValueError(f"{path}: column 'keypoints' must be a list of (17, 3) arrays per row, got {table.column('keypoints').type}")
+    for i, people in enumerate(table.column("keypoints").to_pylist()):
+        for person in people or []:
+            try:
+                shape = np.asarray(person, dtype=np.float32).shape
+            except (TypeError, ValueError):
+                shape = "not numeric"
+            if shape != (17, 3):
+                raise ValueError(f"{path}: row {i} has keypoints of shape {shape}, expected (17, 3) per person")
 
 
 def extract_pose_sequence(

@@ -99,8 +99,8 @@ def test_rerun_skips_done_videos_and_changed_settings_redo_them(extracted, tmp_p
     out, _ = extracted
     again = run(str(CARPHONE), "--output", str(out), "--config", "tiny", "--fps", "8")
     assert again.returncode == 0 and "(skipped)" in again.stdout
-    stride = run(str(CARPHONE), "--output", str(tmp_path / "s"), "--config", "tiny", "--set", "sampling.fps=null",
-                 "--frame-stride", "10", "--max-frames", "5")  # fmt: skip
+    # the tiny preset samples at 8 fps: --frame-stride on the command line replaces that
+    stride = run(str(CARPHONE), "--output", str(tmp_path / "s"), "--config", "tiny", "--frame-stride", "10", "--max-frames", "5")
     assert stride.returncode == 0, stride.stderr[-2000:]
     table = pd.read_parquet(tmp_path / "s" / "carphone" / "keypoints.parquet")
     assert table["frame"].tolist() == [0, 10, 20, 30, 40]
@@ -145,6 +145,10 @@ def test_bad_videos_are_named_and_the_others_still_run(tmp_path):
 def test_bad_arguments_stop_early(tmp_path):
     proc = run(str(CARPHONE), "--output", str(tmp_path / "o"), "--fps", "8", "--frame-stride", "2")
     assert proc.returncode == 2 and "not both" in proc.stderr
+    output_is_a_file = tmp_path / "a_file"
+    output_is_a_file.write_text("x")
+    proc = run(str(CARPHONE), "--output", str(output_is_a_file), "--config", "tiny")
+    assert proc.returncode == 2 and "a_file" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(str(CARPHONE), "--output", str(tmp_path / "o"), "--skeleton-style", "stickman")
     assert proc.returncode == 2 and "stickman" in proc.stderr
     same_name = tmp_path / "x" / "carphone.mp4"

@@ -125,10 +125,11 @@ def test_up_to_one_window_is_exactly_the_single_window_ddim_sampler(pipe):
 
 def test_every_length_gives_exactly_that_many_frames_and_the_same_seed_the_same_video(pipe):
     poses = pose_frames(24)
-    for n in (5, 11, 16, 19):
+    expected = {5: [(0, 5)], 11: [(0, 8), (3, 8)], 16: [(0, 8), (4, 8), (8, 8)], 19: [(0, 8), (4, 8), (8, 8), (11, 8)]}
+    for n, windows in expected.items():
         out = pipe("a dancer", poses, num_frames=n, window=8, num_inference_steps=2, seed=1, progress=False)
         assert out.frames.shape == (n, SIZE, SIZE, 3) and out.frames.dtype == np.uint8
-        assert out.windows == [(s, min(8, n)) for s in window_starts(n, 8)]
+        assert out.windows == windows
     a = pipe("a dancer", poses, num_frames=16, num_inference_steps=2, seed=7, progress=False).frames
     b = pipe("a dancer", poses, num_frames=16, num_inference_steps=2, seed=7, progress=False).frames
     c = pipe("a dancer", poses, num_frames=16, num_inference_steps=2, seed=8, progress=False).frames
@@ -295,6 +296,60 @@ def test_prompts_file_runs_each_line_and_resumes(parts, skeleton_video, tmp_path
     assert stdout.count("(skipped)") == 2
 
 
+def test_prompt_lines_with_wrong_types_or_clashing_outputs_fail_alone(parts, skeleton_video, tmp_path, capsys):
+    pose = str(skeleton_video / "skeleton.mp4")
+    lines = [
+        {"prompt": "good", "pose": pose, "num_frames": 4, "output": "good.mp4"},
+        {"prompt": "a", "pose": pose, "num_frames": "abc"},
+        {"prompt": "a", "pose": pose, "seed": 1.5},
+        {"prompt": "a", "pose": pose, "side_by_side": "no"},
+        {"prompt": "a", "pose": 5},
+        {"prompt": "a", "pose": pose, "window": 1},
+        {"prompt": "again", "pose": pose, "output": "good.mp4"},
+    ]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    code, _, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+    assert code == 2 and "Traceback" not in err
+    for fragment in ("num_frames must be an integer, got 'abc'", "seed must be an integer, got 1.5", "side_by_side must be true or false, got 'no'",
+                     "pose must be a non-empty string, got 5", "window must be >= 2", "output good.mp4 is also line 1's output"):  # fmt: skip
+        assert fragment in err, fragment
+    manifest = json.loads((tmp_path / "out" / "generate_manifest.json").read_text())
+    assert manifest["counts"] == {"ok": 1, "skipped": 0, "failed": 6}
+
+
+def test_a_changed_pose_source_is_not_taken_for_done(parts, skeleton_video, tmp_path, capsys):
+    jobs = tmp_path / "jobs.jsonl"
+    for source in (skeleton_video / "skeleton.mp4", skeleton_video / "keypoints.parquet"):
+        jobs.write_text(json.dumps({"prompt": "a", "pose": str(source), "num_frames": 4, "output": "x.mp4", "seed": 3}) + "\n")
+        code, stdout, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+        assert code == 0 and "(ok)" in stdout, err
+        assert json.loads((tmp_path / "out" / "x.json").read_text())["pose"]["source"] == str(source)
+    code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+    assert "(skipped)" in stdout
+    (tmp_path / "out" / "x.json").write_text('{"not": "ours"}')
+    code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+    assert code == 0 and "(ok)" in stdout
+
+
+def test_source_kind_detection(skeleton_video, tmp_path):
+    from model.pose_source import detect_kind
+
+    frames = decode(skeleton_video / "skeleton.mp4")
+    untagged = tmp_path / "untagged_skeletons.mp4"
+    with Mp4Writer(untagged, 8) as writer:  # no extract-poses tag: decided by the pixels
+        for frame in [np.zeros_like(frames[0])] * 3 + frames:
+            writer.add(frame)
+    fade_in = tmp_path / "fade_in.mp4"
+    with Mp4Writer(fade_in, 30) as writer:  # a real video after a second of black
+        for frame in [np.zeros((144, 176, 3), np.uint8)] * 30 + decode(CARPHONE):
+            writer.add(frame)
+    assert detect_kind(skeleton_video / "skeleton.mp4") == "skeleton_video"
+    assert detect_kind(untagged) == "skeleton_video"
+    assert detect_kind(fade_in) == "driving_video"
+    assert detect_kind(CARPHONE) == "driving_video"
+
+
 @pytest.mark.parametrize(
     "case, expected",
     [
@@ -305,7 +360,10 @@ def test_prompts_file_runs_each_line_and_resumes(parts, skeleton_video, tmp_path
         ("too_short", "gives 3 pose frame(s) taking every 1 image(s) of the folder but --num-frames is 8"),
         ("style_mismatch", "'mmpose' skeleton style but the pose encoder was trained on 'openpose'"),
         ("missing_encoder", "pose encoder"),
+        ("garbage_encoder", "not a readable PyTorch state dict"),
         ("bad_size", "multiple of 16"),
+        ("nan_time", "column 'time' must hold finite, non-decreasing seconds"),
+        ("bad_device", "is not a device"),
     ],
 )
 def test_bad_inputs_are_one_line_errors_with_exit_code_2(parts, tmp_path, capsys, case, expected):
@@ -328,19 +386,29 @@ def test_bad_inputs_are_one_line_errors_with_exit_code_2(parts, tmp_path, capsys
         with Mp4Writer(pose, 8, comment={"format": "fyp-skeleton-video", "skeleton_style": "mmpose"}) as writer:
             for frame in pose_frames(8):
                 writer.add(frame)
-    elif case == "missing_encoder":
-        code = generate_main(["--base", parts["base"], "--pose-encoder", str(tmp_path / "nope"), "--pose", "x.mp4", "--prompt", "a",
+    elif case in ("missing_encoder", "garbage_encoder"):
+        encoder = tmp_path / ("nope" if case == "missing_encoder" else "garbage.pth")
+        if case == "garbage_encoder":
+            encoder.write_text("not a checkpoint\n")
+        code = generate_main(["--base", parts["base"], "--pose-encoder", str(encoder), "--pose", "x.mp4", "--prompt", "a",
                               "--output", str(tmp_path / "o.mp4")])  # fmt: skip
         err = capsys.readouterr().err
-        assert code == 2 and expected in err and "nope" in err and len(err.strip().splitlines()) == 1
+        assert code == 2 and expected in err and encoder.name in err and len(err.strip().splitlines()) == 1
         return
+    elif case == "nan_time":
+        pose = tmp_path / "keypoints.parquet"
+        pq.write_table(pa.table({"time": [0.0, float("nan")], "width": [64, 64], "height": [64, 64], "keypoints": [[], []]},
+                                schema=pa.schema([("time", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
+                                                  ("keypoints", pa.list_(pa.list_(pa.list_(pa.float32()))))])), pose)  # fmt: skip
+    elif case == "bad_device":
+        extra = ["--device", "cpux"]
     elif case == "bad_size":
         extra = ["--height", "40"]
     code, _, err = generate(parts, capsys, "--pose", str(pose), "--prompt", "a", "--output", str(tmp_path / "o.mp4"), *extra)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fyp-generate: error:") and expected in lines[0], err
-    if case not in ("bad_size",):
+    if case not in ("bad_size", "bad_device"):
         assert pose.name in lines[0]
     assert not (tmp_path / "o.mp4").exists()
 
