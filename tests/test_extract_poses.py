@@ -157,3 +157,20 @@ def test_bad_arguments_stop_early(tmp_path):
     proc = run(str(CARPHONE), str(same_name), "--output", str(tmp_path / "o"))
     assert proc.returncode == 2 and "rename one" in proc.stderr
     assert probe_video(CARPHONE).frame_count == 120
+
+
+def test_rotation_variable_frame_rate_and_a_file_that_breaks_off(tmp_path):
+    """Decoded as index-hdvila decodes: upright frames, true timestamps, a cut file keeps what decoded."""
+    from broken_videos import VFR_TIMES, rotated_video, truncated_faststart, vfr_video
+
+    rotated = rotated_video(tmp_path / "rotated.mp4", 90, num_frames=6, size=(64, 32))
+    vfr = vfr_video(tmp_path / "vfr.mp4")
+    cut = truncated_faststart(CARPHONE, tmp_path / "cut.mp4", 0.5)
+    proc = run(str(rotated), str(vfr), str(cut), "--output", str(tmp_path / "o"), "--config", "tiny", "--set", "sampling.fps=null")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rot = pd.read_parquet(tmp_path / "o" / "rotated" / "keypoints.parquet")
+    assert len(rot) == 6 and (rot["width"] == 32).all() and (rot["height"] == 64).all()  # display size, upright
+    assert decode(tmp_path / "o" / "rotated" / "skeleton.mp4")[0][0].shape == (64, 32, 3)
+    assert np.allclose(pd.read_parquet(tmp_path / "o" / "vfr" / "keypoints.parquet")["time"], VFR_TIMES, atol=1e-3)
+    broken = pd.read_parquet(tmp_path / "o" / "cut" / "keypoints.parquet")
+    assert 20 < len(broken) < 120 and (broken["status"] == "ok").sum() > 15
