@@ -9,8 +9,9 @@ RGB array whatever the file held, so the pose backends and renderers see a singl
 - alpha (RGBA, LA, PA, palette or colour-key transparency) is composited on white, as img2dataset
   does, so transparent regions become white rather than whatever colour they hide;
 - CMYK, YCbCr, LAB, HSV, palette, 1-bit and greyscale become RGB; 16-bit greyscale is scaled
-  to 8 bits with rounding (value * 255 / 65535), not clipped; 48-bit RGB is reduced by PIL
-  (high byte of each channel);
+  to 8 bits with rounding (value * 255 / 65535), not clipped; 48-bit RGB (which PIL reports as
+  mode "RGB") is reduced by PIL to the high byte of each channel, and :attr:`ImageHeader.bits` says
+  16 so the download path converts it here instead of letting cv2 clip it to white;
 - anything else (HTML, an empty body, random bytes, a truncated or corrupt stream) raises
   :class:`ImageDecodeError` whose ``reason`` becomes the row's ``error``.
 
@@ -86,15 +87,17 @@ class ImageHeader:
     mode: str  # PIL mode: RGB, L, RGBA, P, CMYK, I;16, ...
     format: str | None  # JPEG, PNG, ...
     orientation: int  # EXIF orientation 1-8 (1 = as stored)
+    bits: int = 8  # bits per channel as stored (16 for 48-bit RGB, which PIL still calls "RGB")
 
     @property
     def needs_conversion(self) -> bool:
         """True when cv2 (img2dataset's decoder) would mangle this image.
 
-        cv2.imdecode(IMREAD_UNCHANGED) clips 16-bit data to 255, keeps grey images single-channel
-        and ignores EXIF orientation; those images are converted by :func:`decode_image` first.
+        cv2.imdecode(IMREAD_UNCHANGED) keeps 16 bits per channel (which img2dataset then clips to 255:
+        a white image), keeps grey images single-channel and ignores EXIF orientation; those images are
+        converted by :func:`decode_image` first.
         """
-        return self.mode != "RGB" or self.orientation != 1 or self.format not in _CV2_SAFE_FORMATS
+        return self.mode != "RGB" or self.bits != 8 or self.orientation != 1 or self.format not in _CV2_SAFE_FORMATS
 
 
 _CV2_SAFE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
@@ -109,7 +112,20 @@ def read_header(data: bytes) -> ImageHeader:
         mode=im.mode,
         format=im.format,
         orientation=_orientation(im, header_only=True),
+        bits=_stored_bits(im),
     )
+
+
+def _stored_bits(im: Image.Image) -> int:
+    """16 when the pixel data holds 16-bit samples (raw modes such as ``RGB;16B``, ``I;16``), else 8."""
+    if im.mode in _SIXTEEN_BIT_MODES:
+        return 16
+    for tile in getattr(im, "tile", None) or []:
+        raw = tile[3] if len(tile) > 3 else None
+        raw = raw[0] if isinstance(raw, tuple) and raw else raw
+        if isinstance(raw, str) and ";16" in raw:
+            return 16
+    return 8
 
 
 def decode_image(data: bytes, *, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -60,3 +60,27 @@ def test_decompression_bomb_is_refused_from_its_header(local_site):
     shard = download_shard(0, [url], DownloadOptions(max_image_area=50_000_000))
     assert shard.status == ["decode_failed"]
     assert shard.error[0].startswith("decompression bomb: 30000x30000 = 900,000,000 pixels")
+
+
+def _sixteen_bit(kind: str) -> bytes:
+    """A mid-grey (32768 of 65535) image in a 16-bit layout, written by OpenCV."""
+    import cv2
+
+    shapes = {"rgb48.png": (48, 48, 3), "rgba64.png": (48, 48, 4), "gray16.png": (48, 48), "rgb48.tiff": (48, 48, 3)}
+    image = np.full(shapes[kind], 32768, np.uint16)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image[..., 3] = 65535  # opaque
+    ok, buffer = cv2.imencode("." + kind.split(".")[1], image)
+    assert ok
+    return buffer.tobytes()
+
+
+def test_every_16_bit_layout_comes_out_as_the_right_8_bit_grey(local_site):
+    """48-bit RGB PNGs used to come out white: PIL calls them "RGB", so they went to cv2 and were clipped."""
+    kinds = ("rgb48.png", "rgba64.png", "gray16.png", "rgb48.tiff")
+    urls = [local_site.add(f"dl16/{kind}", Route(_sixteen_bit(kind), "image/png")) for kind in kinds]
+    shard = download_shard(0, urls, DownloadOptions(image_size=48, timeout=2, threads=2, min_image_size=16))
+    for i, kind in enumerate(kinds):
+        assert shard.status[i] is None, (kind, shard.error[i])
+        pixels = np.asarray(_decode(shard.image_bytes(i)).convert("RGB")).astype(int)
+        assert np.abs(pixels - 128).max() <= 1, (kind, pixels.min(), pixels.max())  # 32768 * 255 / 65535 = 127.5
