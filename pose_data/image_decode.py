@@ -12,8 +12,9 @@ RGB array whatever the file held, so the pose backends and renderers see a singl
   to 8 bits with rounding (value * 255 / 65535), not clipped; 48-bit RGB (which PIL reports as
   mode "RGB") is reduced by PIL to the high byte of each channel, and :attr:`ImageHeader.bits` says
   16 so the download path converts it here instead of letting cv2 clip it to white;
-- anything else (HTML, an empty body, random bytes, a truncated or corrupt stream) raises
-  :class:`ImageDecodeError` whose ``reason`` becomes the row's ``error``.
+- only :data:`ALLOWED_FORMATS` are opened; anything else (HTML, an empty body, random bytes, EPS, a
+  truncated or corrupt stream) raises :class:`ImageDecodeError` whose ``reason`` becomes the row's
+  ``error``; a reason says what the body looks like (an HTML page, text, ...) and never quotes it.
 
 :func:`image_size` answers (width, height) from the header only, for size checks before decoding.
 
@@ -48,8 +49,19 @@ _ORIENTATION_TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
-#: How many leading bytes a "not an image" reason quotes.
-_PREFIX_SHOWN = 16
+#: The only image formats opened (PIL plugin names). A web-image dataset needs no more, and every other PIL
+#: plugin stays away from downloaded bytes (EPS would hand them to Ghostscript, where it is installed).
+#: Camera MPO files open through the JPEG plugin.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+
+#: What a refused body looks like, by its first bytes (named in the reason; the bytes themselves never are).
+_CONTENT_HINTS = (
+    ((b"<!doctype html", b"<html", b"<head", b"<body"), "an HTML page"),
+    ((b"<?xml", b"<svg"), "XML or SVG"),
+    ((b"%!ps", b"\xc5\xd0\xd3\xc6"), "PostScript / EPS"),
+    ((b"%pdf",), "a PDF document"),
+    ((b"{", b"["), "JSON or other text"),
+)
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -163,13 +175,13 @@ def _open(data: bytes) -> ImageFile.ImageFile:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
         # PIL refuses to even open images above 2 * Image.MAX_IMAGE_PIXELS; open it through the
         # format's registered opener so the caller's max_pixels (and a reason with the size) apply.
         return _open_past_pil_limit(data)
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"not an image (starts with {data[:_PREFIX_SHOWN]!r})") from None
+        raise ImageDecodeError(_not_an_image(data)) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise ImageDecodeError(_describe_load_error(err)) from None
 
@@ -178,7 +190,9 @@ def _open_past_pil_limit(data: bytes) -> ImageFile.ImageFile:
     """Open ``data`` with the first registered PIL format that accepts it, skipping PIL's bomb check."""
     Image.init()
     prefix = data[:16]
-    for fmt in Image.ID:
+    for fmt in ALLOWED_FORMATS:
+        if fmt not in Image.OPEN:
+            continue
         factory, accept = Image.OPEN[fmt]
         accepted = accept(prefix) if accept else True
         if isinstance(accepted, str) or not accepted:
@@ -187,7 +201,16 @@ def _open_past_pil_limit(data: bytes) -> ImageFile.ImageFile:
             return factory(io.BytesIO(data), "")
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue
-    raise ImageDecodeError(f"not an image (starts with {data[:_PREFIX_SHOWN]!r})")
+    raise ImageDecodeError(_not_an_image(data))
+
+
+def _not_an_image(data: bytes) -> str:
+    """Why ``data`` is refused, naming what it looks like but quoting none of it (it is a stranger's body)."""
+    head = data[:64].lstrip().lower()
+    what = next((name for prefixes, name in _CONTENT_HINTS if head.startswith(prefixes)), None)
+    if what is None:
+        what = "text" if head and all(32 <= c < 127 or c in b"\r\n\t" for c in head) else f"{len(data):,} bytes of unknown content"
+    return f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)}): {what}"
 
 
 def _load(im: ImageFile.ImageFile) -> None:
