@@ -30,6 +30,7 @@ from pose_data.extract_poses_config import ExtractPosesConfig
 from pose_data.frame_sampling import RateSampler
 from pose_data.manifest import package_versions
 from pose_data.pose_sequence import extract_pose_sequence, read_pose_sequence
+from pose_data.run_lock import LOCK_NAME, lock_output
 from pose_data.video_decode import VideoDecodeError, probe_video
 from pose_data.video_writer import Mp4Writer
 
@@ -50,14 +51,23 @@ def video_names(videos: list[str]) -> dict[str, Path]:
 
 
 def extract_poses(videos: list[str], output: str, cfg: ExtractPosesConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run every video; returns the manifest (also written to ``output/manifest.json``)."""
+    """Run every video; returns the manifest (also written to ``output/manifest.json``). One run per DIR at a
+    time (:mod:`pose_data.run_lock`)."""
     cfg.validate()
     if not videos:
         raise ValueError("no video given")
     out = Path(output)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_output(out, "pose-data extract-poses"):
+        if overwrite:
+            for child in out.iterdir():  # everything but the lock this run holds
+                if child.is_dir():
+                    shutil.rmtree(child)
+                elif child.name != LOCK_NAME:
+                    child.unlink()
+        return _extract_all(videos, out, cfg, progress)
+
+
+def _extract_all(videos: list[str], out: Path, cfg: ExtractPosesConfig, progress: bool) -> dict:
     names = video_names(videos)
     settings = to_dict(cfg)
     started = time.time()

@@ -26,6 +26,7 @@ from pose_data.hdvila_config import HdvilaIndexConfig
 from pose_data.hdvila_metadata import metadata_files, read_captions, read_hdvila_metadata
 from pose_data.hdvila_shard import ClipShardStats, index_shard
 from pose_data.manifest import count_statuses, package_versions, print_summary
+from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output
 from pose_data.statuses import HDVILA_STATUSES
 
@@ -95,7 +96,13 @@ def build_hdvila_index(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Run the indexer; returns the manifest (also written to ``OUT/manifest.json``)."""
+    """Run the indexer; returns the manifest (also written to ``OUT/manifest.json``). One run per OUT at a time
+    (:mod:`pose_data.run_lock`)."""
+    with lock_output(Path(output).resolve(), "pose-data index-hdvila"):
+        return _build_hdvila_index(metadata, videos, output, cfg, captions=captions, overwrite=overwrite, progress=progress)
+
+
+def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, captions, overwrite: bool, progress: bool) -> dict:
     import pyarrow.parquet as pq
 
     from pose_data.video_lookup import VideoIndex

@@ -29,6 +29,7 @@ from pose_data.manifest import count_statuses, package_versions, print_summary
 from pose_data.metadata_reader import expand_inputs, read_metadata_tables
 from pose_data.pose_batch import PoseBatchRunner
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
+from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output
 from pose_data.statuses import LAION_POSE_STATUSES
 
@@ -138,7 +139,13 @@ def _todo_shards(plan: ShardPlan, out_dir: Path) -> list[int]:
 def build_laion_pose(
     inputs: list[str], output: str, cfg: LaionPoseConfig, *, overwrite: bool = False, progress: bool = True
 ) -> dict:
-    """Run the whole builder; returns the manifest (also written to ``DIR/manifest.json``)."""
+    """Run the whole builder; returns the manifest (also written to ``DIR/manifest.json``). One run per DIR at a
+    time (:mod:`pose_data.run_lock`)."""
+    with lock_output(Path(output).resolve(), "pose-data build-laion-pose"):
+        return _build_laion_pose(inputs, output, cfg, overwrite=overwrite, progress=progress)
+
+
+def _build_laion_pose(inputs: list[str], output: str, cfg: LaionPoseConfig, *, overwrite: bool, progress: bool) -> dict:
     started = time.time()
     cfg.validate()
     files = expand_inputs(inputs)

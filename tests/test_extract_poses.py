@@ -136,7 +136,7 @@ def test_bad_videos_are_named_and_the_others_still_run(tmp_path):
         assert name in errors[0]
     assert "Traceback" not in proc.stderr
     assert len(pd.read_parquet(tmp_path / "o" / "carphone" / "keypoints.parquet")) == 4
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["carphone", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".lock", "carphone", "manifest.json"]
     entries = {e["name"]: e for e in json.loads((tmp_path / "o" / "manifest.json").read_text())["videos"]}
     assert entries["missing"]["status"] == "failed" and entries["missing"]["error"] == "no such file"
     assert "empty file" in entries["empty"]["error"] and entries["carphone"]["status"] == "ok"
