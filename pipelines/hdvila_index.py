@@ -79,8 +79,10 @@ def _download_task(url: str, video_id: str, folder: str, timeout: int) -> tuple[
 
 
 def _todo(plan: ShardPlan, out_dir: Path, cfg: HdvilaIndexConfig) -> list[int]:
+    """Shards not done: done means the clips tar (when written), the index parquet and the stats file (written in
+    that order, each atomically) are all there, so a run killed between any two redoes the shard."""
     def done(s: int) -> bool:
-        index = (out_dir / "index" / f"{s:05d}.parquet").exists()
+        index = (out_dir / "index" / f"{s:05d}.parquet").exists() and (out_dir / "stats" / f"{s:05d}.json").exists()
         return index and (not cfg.clips.write_clips or (out_dir / "clips" / f"{s:05d}.tar").exists())
 
     return [s for s in range(plan.num_shards) if not done(s)]

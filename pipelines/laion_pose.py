@@ -129,11 +129,13 @@ class _ActorPool:
 
 
 def _todo_shards(plan: ShardPlan, out_dir: Path) -> list[int]:
-    return [
-        s
-        for s in range(plan.num_shards)
-        if not ((out_dir / "meta" / f"{shard_name(s)}.parquet").exists() and (out_dir / "shards" / f"{shard_name(s)}.tar").exists())
-    ]
+    """Shards not done. Done means every file the manifest needs is there: the tar, then the parquet, then the
+    stats file, each written atomically in that order, so a run killed between any two redoes the shard."""
+    def done(s: int) -> bool:
+        name = shard_name(s)
+        return all(p.exists() for p in (out_dir / "shards" / f"{name}.tar", out_dir / "meta" / f"{name}.parquet", out_dir / "stats" / f"{name}.json"))
+
+    return [s for s in range(plan.num_shards) if not done(s)]
 
 
 def build_laion_pose(

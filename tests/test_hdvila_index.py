@@ -114,6 +114,24 @@ def test_rerun_skips_finished_shards(indexed):
     assert digest() == before and manifest["timings"]["frames_decoded"] > 0
 
 
+def test_a_kill_between_a_shards_index_and_its_stats_is_redone(indexed, tmp_path):
+    import shutil
+
+    from pipelines.hdvila_index import build_hdvila_index
+
+    reference, first = indexed
+    out = tmp_path / "cut"
+    shutil.copytree(reference, out, ignore=shutil.ignore_patterns(".lock"))
+    (out / "stats" / "00000.json").unlink()  # a kill after index/00000.parquet, before its stats
+    (out / "manifest.json").unlink()
+    manifest = build_hdvila_index(
+        [str(SAMPLES / "hdvila_sample.jsonl")], str(SAMPLES), str(out), tiny_config(),
+        captions=str(SAMPLES / "captions_sample.csv"), progress=False,
+    )  # fmt: skip
+    assert (out / "stats" / "00000.json").is_file() and manifest["counts"] == first["counts"]
+    assert manifest["timings"]["frames_decoded"] > 0  # the shard was decoded again
+
+
 def test_download_fetches_a_missing_video_with_yt_dlp(ray_local, local_site, tmp_path):
     from pipelines.hdvila_index import build_hdvila_index
 

@@ -208,6 +208,22 @@ def test_killed_run_resumes_to_the_same_output(built, metadata, tmp_path):
     assert _digest(out) == _digest(reference)
 
 
+def test_a_kill_between_a_shards_parquet_and_its_stats_is_redone(built, metadata, tmp_path):
+    """The state a kill leaves after meta/NNNNN.parquet and before stats/NNNNN.json: the shard is not done."""
+    import shutil
+
+    from pipelines.laion_pose import build_laion_pose
+
+    reference, _ = built
+    out = tmp_path / "cut"
+    shutil.copytree(reference, out, ignore=shutil.ignore_patterns(".lock"))
+    (out / "stats" / "00001.json").unlink()
+    (out / "manifest.json").unlink()
+    manifest = build_laion_pose([str(metadata)], str(out), tiny_config(), progress=False)
+    assert (out / "stats" / "00001.json").is_file() and manifest["num_rows"] == json.loads((reference / "manifest.json").read_text())["num_rows"]
+    assert _digest(out) == _digest(reference)
+
+
 def test_a_changed_config_is_refused_on_resume(built, metadata):
     from pipelines.laion_pose import build_laion_pose
 
