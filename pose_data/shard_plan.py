@@ -69,13 +69,17 @@ def make_or_load_plan(
     """
     plan_path = out_dir / PLAN_FILE
     described = {"inputs": _describe_inputs(files), "shard_size": shard_size, "fingerprint": fingerprint}
-    if plan_path.exists() and overwrite:
-        for name in (*outputs, "_work"):
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    if overwrite:
+        _remove(out_dir, (*outputs, "_work"))
+    elif not plan_path.exists():
+        # without its plan nothing says which inputs and settings made what is there: never mix it with a new run
+        leftovers = [name for name in outputs if _holds_something(out_dir / name)]
+        if leftovers:
+            raise ValueError(
+                f"{out_dir} holds {', '.join(leftovers)} of an earlier run but no {PLAN_FILE}, so they may come from other "
+                "inputs or settings; use another --output, or --overwrite to start it again"
+            )
+        _remove(out_dir, ("_work",))  # a plan cut off while it was written
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
         diffs = _differences({k: old.get(k) for k in described}, described)
@@ -111,6 +115,22 @@ def make_or_load_plan(
         emit(pa.concat_tables(pending))
     write_json_atomic(plan_path, {**described, "num_rows": num_rows, "num_shards": num_shards})
     return ShardPlan(out_dir, num_rows, num_shards, shard_size)
+
+
+def _remove(out_dir: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def _holds_something(path: Path) -> bool:
+    """A file, or a folder with a file anywhere below it other than a killed run's hidden temp files."""
+    if path.is_file():
+        return True
+    return path.is_dir() and any(p.is_file() and ".tmp-" not in p.name for p in path.rglob("*"))
 
 
 def prepare_output(out_dir: Path, subfolders: tuple[str, ...]) -> None:

@@ -63,3 +63,22 @@ def test_missing_column_names_file_and_columns(tmp_path):
     bad.write_text("url,caption\nu,c\n")
     with pytest.raises(ValueError, match=r"bad.csv: no column 'URL' \(set by --url-col\); its columns are: url, caption"):
         make_or_load_plan([bad], tmp_path / "out", shard_size=3, required_columns=COLUMNS, fingerprint={})
+
+
+def test_outputs_without_their_plan_are_never_reused(tmp_path):
+    """Seen before: with _work/plan.json gone, old meta/ and shards/ were silently taken over by a new run."""
+    files = _inputs(tmp_path)
+    out = tmp_path / "out"
+    (out / "meta").mkdir(parents=True)
+    (out / "meta" / "00000.parquet").write_bytes(b"an earlier run's shard")
+    (out / "meta" / ".00001.parquet.tmp-1234").write_bytes(b"a killed write")  # temp files alone hold nothing
+    with pytest.raises(ValueError, match=r"holds meta of an earlier run but no _work/plan.json"):
+        make_or_load_plan(files, out, shard_size=3, required_columns=COLUMNS, fingerprint={}, outputs=("meta", "shards"))
+    assert (out / "meta" / "00000.parquet").exists()  # refused, nothing touched
+    plan = make_or_load_plan(files, out, shard_size=3, required_columns=COLUMNS, fingerprint={}, outputs=("meta", "shards"), overwrite=True)
+    assert plan.num_shards == 3 and not (out / "meta").exists()  # --overwrite clears them even without a plan
+    # a plan cut off while it was written (inputs, no plan.json) is simply made again
+    (out / "_work" / "plan.json").unlink()
+    (out / "_work" / "input" / "00007.parquet").write_bytes(b"stale")
+    plan = make_or_load_plan(files[:1], out, shard_size=3, required_columns=COLUMNS, fingerprint={}, outputs=("meta", "shards"))
+    assert plan.num_rows == 5 and not (out / "_work" / "input" / "00007.parquet").exists()
