@@ -15,10 +15,15 @@ class ClipFilterConfig:
     max_duration: float | None = None
     min_frames: int = 1
     min_resolution: int = 0  # shorter side of the decoded frames, pixels
+    # the most frames decoded for one clip (20 min at 30 fps; HD-VILA clips last about 13 s): decoding stops
+    # there and the clip is filtered, so a huge span or an absurd frame rate cannot hold a worker for hours
+    max_frames: int = 36_000
 
     def validate(self) -> None:
         if self.min_duration < 0 or self.min_frames < 0 or self.min_resolution < 0:
             raise ValueError("filter.min_duration, min_frames and min_resolution must be >= 0")
+        if self.max_frames < max(1, self.min_frames):
+            raise ValueError(f"filter.max_frames must be >= 1 and >= min_frames, got {self.max_frames}")
         if self.max_duration is not None and self.max_duration < self.min_duration:
             raise ValueError(f"filter.max_duration {self.max_duration} < min_duration {self.min_duration}")
 

@@ -98,9 +98,27 @@ def index_clip(row: dict, video_path: Path | None, cfg: HdvilaIndexConfig, missi
             sink.close()  # a clip that was not kept is discarded
 
 
+class _TooManyFrames(Exception):
+    pass
+
+
 def _decode_and_filter(row: dict, video_path: Path, cfg: HdvilaIndexConfig, out: dict, sink) -> dict:
+    start, end, bounds = row["span_start"], row["span_end"], cfg.filter
+    if bounds.max_duration is not None and end - start > bounds.max_duration:  # known before decoding anything
+        return {**out, "status": FILTERED, "error": f"span of {end - start:.3f} s > max_duration {bounds.max_duration:g} s (not decoded)"}
+    kept = [0]
+
+    def on_frame(frame, t):
+        kept[0] += 1
+        if kept[0] > bounds.max_frames:
+            raise _TooManyFrames
+        if sink is not None:
+            sink.add(frame, t)
+
     try:
-        result = decode_span(video_path, row["span_start"], row["span_end"], on_frame=sink.add if sink else None)
+        result = decode_span(video_path, start, end, on_frame=on_frame)
+    except _TooManyFrames:
+        return {**out, "status": FILTERED, "error": f"more than max_frames {bounds.max_frames} frames in the span; decoding stopped"}
     except SpanOutOfRange as err:
         return {**out, "status": SPAN_OUT_OF_RANGE, "error": err.reason}
     except VideoDecodeError as err:

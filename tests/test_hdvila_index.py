@@ -219,3 +219,20 @@ def test_broken_and_odd_videos_each_become_a_row(ray_local, tmp_path):
     for s in wds.WebDataset(str(tmp_path / "out" / manifest["clip_pattern"]), shardshuffle=False, empty_check=False):
         jpgs = sorted(k for k in s if k.endswith(".jpg"))
         assert 1 <= len(jpgs) <= 3 and "mp4" not in s  # --frames 3 --stride 2: frames, not a clip
+
+
+def test_long_spans_are_filtered_before_decoding_and_frames_per_clip_are_bounded(tmp_path):
+    """A 99-hour span used to be decoded whole before max_duration was looked at."""
+    from broken_videos import long_video
+    from pose_data.hdvila_shard import index_clip
+
+    video = long_video(tmp_path / "long.mp4", seconds=30)
+    row = {"status": None, "error": None, "video_id": "long", "span_start": 0.0, "span_end": 99 * 3600.0}
+    fields, clip = index_clip(row, video, load_config(HdvilaIndexConfig, preset_or_file("tiny"), {"filter": {"max_duration": 60.0}}))
+    assert fields["status"] == "filtered" and "not decoded" in fields["error"] and fields["frames_decoded"] is None
+    row = {**row, "span_end": 20.0}  # 500 frames at 25 fps
+    cfg = load_config(HdvilaIndexConfig, preset_or_file("tiny"), {"filter": {"max_frames": 100}, "clips": {"write_clips": True}})
+    fields, clip = index_clip(row, video, cfg)
+    assert fields["status"] == "filtered" and "max_frames 100" in fields["error"] and clip is None
+    fields, clip = index_clip({**row, "span_end": 3.0}, video, cfg)  # 75 frames: within the bound
+    assert fields["status"] == "ok" and fields["num_frames"] == 75 and clip
