@@ -86,13 +86,24 @@ def load_base_model(
     from transformers import CLIPTextModel, CLIPTokenizer
 
     source = str(path_or_hub_id)
-    if _is_local(source):
+    local = _is_local(source)
+    if local:
         source = str(check_local_base_model(source))
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", dtype=dtype, revision=revision)
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=dtype, revision=revision)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, revision=revision)
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", revision=revision)
-    noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", revision=revision)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", dtype=dtype, revision=revision)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=dtype, revision=revision)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, revision=revision)
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", revision=revision)
+        noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", revision=revision)
+    except OSError as err:
+        if local:
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise OSError(
+            f"base model {source!r} could not be loaded from the Hugging Face hub ({first}); offline or a wrong id? "
+            "Pass a local diffusers SD 1.x folder instead (model.base=DIR, or --base DIR; fyp-train make-tiny-base DIR "
+            "writes a tiny one)"
+        ) from None
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
         module.eval()

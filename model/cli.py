@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the progress
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # not one retry warning per request when offline
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers passes a retired hub argument
     try:
         if args.command == "stage1":
             from model.train_stage1 import train_stage1

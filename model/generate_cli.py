@@ -15,9 +15,11 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import secrets
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # not one retry warning per request when offline
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers passes a retired hub argument
     for noisy in ("accelerate", "diffusers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.no_progress:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -195,6 +196,7 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
     pool = _ActorPool(
         [actor_cls.remote(cfg.pose, num_threads=max(1, int(cfg.ray.pose_worker_cpus))) for _ in range(cfg.ray.num_pose_workers)]
     )
+    wait_for_pose_models(pool.actors, cfg)  # before any download: a model that cannot load stops the run here
     download = ray.remote(_download_stage).options(num_returns=2, num_cpus=1, max_retries=2, retry_exceptions=True)
     assemble = ray.remote(_assemble_stage).options(num_cpus=1, max_retries=1, retry_exceptions=True)
     options = download_options(cfg)
@@ -221,6 +223,33 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
                 assembling.pop(ref)
                 stats: ShardStats = ray.get(ref)
                 bar.update(stats.rows, stats.counts)
+
+
+def wait_for_pose_models(actors: list, cfg: LaionPoseConfig) -> None:
+    """Every pose actor has loaded its model, or RuntimeError in one line: the model, where its weights come
+    from, why it failed (the last line of the worker's error), and the way out."""
+    import ray
+
+    try:
+        ray.get([actor.ready.remote() for actor in actors])
+    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+        cause = getattr(err, "cause", None)  # the worker's own exception, when Ray kept it
+        raise RuntimeError(pose_model_failure(cfg, str(cause) if cause is not None else str(err))) from None
+
+
+def pose_model_failure(cfg: LaionPoseConfig, error: str) -> str:
+    pose = cfg.pose
+    if pose.backend == "mmpose":
+        what = (f"mmpose detector {pose.det_model} (checkpoint {pose.det_checkpoint}) and keypoint model {pose.pose_model} "
+                f"(checkpoint {pose.pose_checkpoint}) on {pose.device}")  # fmt: skip
+        way_out = ("give local weights with --det-checkpoint PATH and --pose-checkpoint PATH ('auto' downloads the official "
+                   "ones, which needs internet), or use --pose-backend mediapipe (offline)")  # fmt: skip
+    else:
+        what, way_out = f"{pose.backend} on {pose.device}", "check the backend's install (scripts/setup.sh)"
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line)]
+    cause = (causes or lines or ["unknown error"])[-1]
+    return f"the pose model could not be loaded ({what}): {cause[:300]}; {way_out}"
 
 
 def write_manifest(out_dir: Path, plan: ShardPlan, cfg: LaionPoseConfig, *, inputs: list[str], wall_s: float) -> dict:

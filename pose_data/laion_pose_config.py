@@ -82,6 +82,10 @@ class LaionPoseConfig:
             raise ValueError(f"pose.backend {self.pose.backend!r} is not one of mmpose, mediapipe")
         if not self.pose.device.startswith(("cpu", "cuda")):
             raise ValueError(f"pose.device {self.pose.device!r} must be cpu or cuda[:N]")
+        if self.pose.backend == "mmpose":  # model names, config files and local weights, before any work starts
+            from pose_data.pose_mmpose import check_model_settings
+
+            check_model_settings(self.pose)
         self.filter.validate()
 
     @property

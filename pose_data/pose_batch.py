@@ -33,9 +33,22 @@ class PoseBatchRunner:
             import torch
 
             torch.set_num_threads(num_threads)
-        self.estimator = build_pose_estimator(cfg)
+        self.estimator, self.load_error = None, None
+        try:
+            self.estimator = build_pose_estimator(cfg)
+        except Exception as err:  # noqa: BLE001 - kept and raised by ready() in one line, not as a worker crash
+            first = next((line for line in str(err).splitlines() if line.strip()), "")
+            self.load_error = f"{type(err).__module__}.{type(err).__name__}: {first}".removeprefix("builtins.")
+
+    def ready(self) -> str:
+        """The loaded model's name: a driver waits on this so a model that cannot load stops the run first
+        (RuntimeError naming why, as one line)."""
+        if self.estimator is None:
+            raise RuntimeError(self.load_error)
+        return self.estimator.name
 
     def estimate(self, shard: DownloadedShard, indices: np.ndarray) -> PoseBatchResult:
+        self.ready()
         start = time.perf_counter()
         images, ok_positions = [], []
         persons: list[list[dict] | None] = [None] * len(indices)

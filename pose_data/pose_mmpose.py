@@ -128,9 +128,21 @@ def resolve_model(spec: str, checkpoint: str | None, aliases: dict[str, ModelSou
         raise ValueError(f"Unknown {what} model {spec!r}: not a config file and not one of {', '.join(aliases)}")
     if not config.is_file():
         raise ValueError(f"{what} config {config} does not exist (is the package's .mim folder installed?)")
+    if checkpoint is not None and "://" not in checkpoint and not Path(checkpoint).is_file():
+        raise ValueError(
+            f"{what}_checkpoint {checkpoint!r} does not exist: give the weights' local path (--{what}-checkpoint PATH), "
+            "'auto' for the official download, or use --pose-backend mediapipe (offline)"
+        )
     if checkpoint is None:
         log.warning("%s model %s runs with RANDOM weights (checkpoint=None): for tests and benchmarks only", what, spec)
     return str(config), checkpoint
+
+
+def check_model_settings(cfg: PoseModelConfig) -> None:
+    """The checks :class:`MMPosePoseEstimator` makes before loading anything (aliases, config files, local
+    checkpoint paths), for a driver that wants them before starting any work; ValueError naming the setting."""
+    resolve_model(cfg.det_model, cfg.det_checkpoint, DET_MODELS, "det")
+    resolve_model(cfg.pose_model, cfg.pose_checkpoint, POSE_MODELS, "pose")
 
 
 # --------------------------------------------------------------------------------------------

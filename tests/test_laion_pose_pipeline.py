@@ -252,6 +252,29 @@ def test_mmpose_backend_runs_in_the_actor_pool(ray_local, local_site, tmp_path):
     assert manifest["min_keypoint_score_used"] == 0.3  # the mmpose default, not mediapipe's 0.5
 
 
+def test_a_pose_model_that_cannot_load_stops_the_run_before_any_download(ray_local, local_site, tmp_path):
+    """Weights that cannot be fetched (a 404 on 127.0.0.1 stands in for an offline 'auto' download): one line
+    naming the model and the way out, exit code 2, and not one image requested. A missing local path is refused
+    before Ray even starts."""
+    url = local_site.add("mmfail/astronaut.jpg", Route((SAMPLES / "astronaut.jpg").read_bytes()))
+    meta = tmp_path / "m.csv"
+    pd.DataFrame({"URL": [url], "TEXT": ["astronaut"]}).to_csv(meta, index=False)
+    weights = local_site.url("mmfail/no-such-weights.pth")
+    cmd = [sys.executable, "-m", "pose_data.cli", "build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--config", "tiny",
+           "--pose-backend", "mmpose", "--det-model", "rtmdet-tiny", "--det-checkpoint", weights, "--pose-checkpoint", "none",
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "the pose model could not be loaded" in errors[0] and "HTTP Error 404" in errors[0] and weights in errors[0]
+    assert "--pose-backend mediapipe" in errors[0]
+    assert local_site.hits.get("mmfail/astronaut.jpg", 0) == 0  # stopped before downloading
+    cmd[cmd.index(weights)] = str(tmp_path / "missing.pth")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "missing.pth' does not exist" in proc.stderr and "(PoseBatchRunner" not in proc.stderr
+
+
 def test_mmpose_skeleton_style_is_written(built, ray_local, metadata, tmp_path):
     """Same input with --skeleton-style mmpose: same statuses, skeletons drawn in MMPose's colours."""
     import webdataset as wds
