@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         "input": {"shard_size": args.shard_size},
         "pose": {"backend": args.backend, "batch_size": args.batch_size},
         "preview_images": 0,
+        "download": {"allow_private_addresses": True},  # the photos are served on 127.0.0.1
     }
     if args.backend == "mmpose":
         overrides["pose"].update(det_checkpoint=None, pose_checkpoint=None, det_model="rtmdet-tiny")

@@ -40,7 +40,8 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
 
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"))
+    # the photos are served on 127.0.0.1: the one place where private addresses are allowed
+    cfg = load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"), {"download": {"allow_private_addresses": True}})
     with serve_directory(sample_dir()) as base_url:
         table = pa_csv.read_csv(sample_dir() / "laion_sample.csv")
         urls = [base_url + name for name in table.column("URL").to_pylist()]

@@ -59,6 +59,9 @@ def download_options(cfg: LaionPoseConfig) -> DownloadOptions:
         user_agent_token=d.user_agent_token,
         respect_robots_headers=d.respect_robots_headers,
         min_image_size=cfg.filter.min_image_size,
+        allow_private_addresses=d.allow_private_addresses,
+        max_image_bytes=d.max_image_bytes,
+        deadline=d.deadline,
     )
 
 

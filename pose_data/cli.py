@@ -19,6 +19,8 @@ LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--threads": ("download.threads", int, "download threads per task (default 16)"),
     "--timeout": ("download.timeout", int, "seconds per request (default 10)"),
     "--retries": ("download.retries", int, "download retries (default 0)"),
+    "--max-image-bytes": ("download.max_image_bytes", int, "largest body downloaded, bytes (default 20 MiB)"),
+    "--deadline": ("download.deadline", float, "seconds per request in total (default 60)"),
     "--pose-backend": ("pose.backend", str, "mmpose (RTMDet + RTMPose) or mediapipe (offline, 1 person)"),
     "--device": ("pose.device", str, "cpu or cuda (default cpu)"),
     "--batch-size": ("pose.batch_size", int, "images per pose call and boxes per keypoint-model batch (default 16)"),
@@ -65,6 +67,8 @@ def _add_laion_pose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="LAION-style metadata: parquet, csv, tsv or jsonl files, or folders of them")
     _add_run_args(p, output_help="output folder (re-run the same command to resume)", presets="laion_pose, laion_pose-tiny / tiny",
                   set_example="download.retries=2", flags=LAION_POSE_FLAGS)  # fmt: skip
+    p.add_argument("--allow-private-addresses", action="store_true", default=None,
+                   help="also fetch loopback/private/link-local addresses (local serving only; off by default)")  # fmt: skip
 
 
 def laion_pose_config(args: argparse.Namespace):
@@ -74,7 +78,7 @@ def laion_pose_config(args: argparse.Namespace):
 
     layers = [preset_or_file(args.config)] if args.config else []
     layers.append(parse_overrides(args.set))
-    layers.append(flag_layer(args, LAION_POSE_FLAGS))
+    layers.append(flag_layer(args, {**LAION_POSE_FLAGS, "--allow-private-addresses": ("download.allow_private_addresses",)}))
     cfg = load_config(LaionPoseConfig, *layers)
     cfg.validate()
     return cfg

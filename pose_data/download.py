@@ -1,8 +1,10 @@
 """Download one shard of URLs with img2dataset's own downloader and resizer, in memory.
 
 img2dataset's building blocks (``Downloader`` for one shard, ``Resizer``) do the HTTP work, retries,
-robots headers and resizing; we plug in two small pieces of our own:
+robots headers and resizing; we plug in three small pieces of our own:
 
+- the ``urllib`` opener it fetches through (:mod:`pose_data.safe_http`): public addresses only, http(s)
+  only, a body limit and a total deadline per request;
 - :class:`ImageNormalizer` wraps the resizer: it reads the image header first and refuses
   decompression bombs *before* decoding, returns a reason in words for non-images, and converts
   what cv2 mishandles (16-bit, CMYK, palette, EXIF-rotated) to plain 8-bit RGB before resizing;
@@ -19,6 +21,7 @@ import io
 import os
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from PIL import Image
 
 from pose_data.filtering import FilterConfig, check_image_size
 from pose_data.image_decode import ImageDecodeError, decode_image, read_header
+from pose_data.safe_http import build_opener
 from pose_data.statuses import DECODE_FAILED, DOWNLOAD_FAILED
 
 
@@ -46,6 +50,9 @@ class DownloadOptions:
     user_agent_token: str | None = None
     respect_robots_headers: bool = True
     min_image_size: int = 0  # shorter side of the original, else status too_small
+    allow_private_addresses: bool = False  # see pose_data.safe_http
+    max_image_bytes: int = 20 * 2**20
+    deadline: float = 60.0
 
 
 @dataclass
@@ -129,6 +136,10 @@ def download_shard(shard_id: int, urls: list[str | None], options: DownloadOptio
 
     start = time.perf_counter()
     n = len(urls)
+    # img2dataset fetches with urllib.request.urlopen, i.e. through the process's installed opener
+    urllib.request.install_opener(
+        build_opener(allow_private_addresses=options.allow_private_addresses, max_bytes=options.max_image_bytes, deadline=options.deadline)
+    )
     resizer = ImageNormalizer(
         Resizer(
             image_size=options.image_size,

@@ -40,6 +40,10 @@ class DownloadConfig:
     max_image_area: float = 89_478_485.0  # pixels; bigger originals are refused (decompression bombs)
     user_agent_token: str | None = None
     respect_robots_headers: bool = True  # honour X-Robots-Tag noai/noimageai/noindex/noimageindex
+    # network safety (pose_data.safe_http): only public addresses, bodies up to max_image_bytes, a total deadline
+    allow_private_addresses: bool = False  # True only to serve images locally (the demo, tests)
+    max_image_bytes: int = 20 * 2**20  # 20 MiB: any real web photo; bigger bodies are download_failed
+    deadline: float = 60.0  # seconds per request in total (timeout is per socket read)
 
 
 @dataclass
@@ -73,6 +77,8 @@ class LaionPoseConfig:
             ("download.threads", self.download.threads),
             ("download.processes", self.download.processes),
             ("download.timeout", self.download.timeout),
+            ("download.max_image_bytes", self.download.max_image_bytes),
+            ("download.deadline", self.download.deadline),
             ("ray.num_pose_workers", self.ray.num_pose_workers),
             ("pose.batch_size", self.pose.batch_size),
         ):

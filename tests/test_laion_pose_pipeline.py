@@ -94,7 +94,8 @@ def metadata(local_site, tmp_path_factory) -> Path:
 
 
 def tiny_config(**overrides) -> LaionPoseConfig:
-    cfg = load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"), {"download": {"timeout": 3}, "preview_images": 4})
+    cfg = load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"),
+                      {"download": {"timeout": 3, "allow_private_addresses": True}, "preview_images": 4})  # fmt: skip
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
@@ -193,7 +194,7 @@ def test_killed_run_resumes_to_the_same_output(built, metadata, tmp_path):
     reference, _ = built
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pose_data.cli", "build-laion-pose", str(metadata), "--output", str(out),
-           "--config", "tiny", "--timeout", "3", "--no-progress", "--preview-images", "4"]
+           "--config", "tiny", "--timeout", "3", "--no-progress", "--preview-images", "4", "--allow-private-addresses"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "meta" / "00000.parquet").exists():

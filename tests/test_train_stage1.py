@@ -40,7 +40,7 @@ def laion_pose_dir(ray_local, local_site, tmp_path_factory):
     meta = tmp_path_factory.mktemp("s1meta") / "m.parquet"
     pd.DataFrame({"URL": urls, "TEXT": [f"a photo of the {n.replace('_', ' ')}" for n in photos]}).to_parquet(meta)
     out = tmp_path_factory.mktemp("s1data") / "laion_pose"
-    cfg = load_config(LaionPoseConfig, data_preset("tiny"), {"preview_images": 0})
+    cfg = load_config(LaionPoseConfig, data_preset("tiny"), {"preview_images": 0, "download": {"allow_private_addresses": True}})
     manifest = build_laion_pose([str(meta)], str(out), cfg, progress=False)
     assert manifest["counts"]["ok"] == len(photos)
     return out
