@@ -69,11 +69,11 @@ def _index_task(shard_id: int, input_path: str, videos: dict, cfg_dict: dict, ou
     return stats
 
 
-def _download_task(url: str, video_id: str, folder: str, timeout: int) -> tuple[str, str | None, str | None]:
+def _download_task(url: str, video_id: str, folder: str, guards: dict) -> tuple[str, str | None, str | None]:
     from pose_data.video_download import VideoDownloadError, download_video
 
     try:
-        return video_id, str(download_video(url, video_id, Path(folder), timeout=timeout)), None
+        return video_id, str(download_video(url, video_id, Path(folder), **guards)), None
     except VideoDownloadError as err:
         return video_id, None, f"download failed: {err.reason}"
 
@@ -121,7 +121,7 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
     caption_map = read_captions(caption_file) if caption_file else {}
     out_dir = Path(output).resolve()
     fingerprint = to_dict(cfg)
-    for k in ("ray_address", "preview_clips", "download_timeout"):
+    for k in ("ray_address", "preview_clips", "download_timeout", "allow_private_addresses", "max_video_bytes", "max_video_duration"):
         fingerprint.pop(k)
     plan = make_or_load_plan(
         [*files, *([caption_file] if caption_file else [])],
@@ -165,7 +165,9 @@ def _download_missing(wanted: dict, found: dict, folder: Path, cfg: HdvilaIndexC
 
     folder.mkdir(parents=True, exist_ok=True)
     task = ray.remote(_download_task).options(num_cpus=1)
-    refs = [task.remote(url, vid, str(folder), cfg.download_timeout) for vid, url in wanted.items() if vid not in found and url]
+    guards = {"timeout": cfg.download_timeout, "allow_private_addresses": cfg.allow_private_addresses,
+              "max_bytes": cfg.max_video_bytes, "max_duration": cfg.max_video_duration}  # fmt: skip
+    refs = [task.remote(url, vid, str(folder), guards) for vid, url in wanted.items() if vid not in found and url]
     paths, errors = {}, {}
     for vid, path, error in ray.get(refs):
         if path:

@@ -104,6 +104,7 @@ HDVILA_SWITCHES = {
     "--square": ("clips.square", "clip shards: centre-crop to a square"),
     "--clip-spans-to-video": ("clip_spans_to_video", "clip spans running past the video's end (recorded) instead of span_out_of_range"),
     "--download": ("download", "fetch missing videos with yt-dlp into VIDEOS/_downloaded"),
+    "--allow-private-addresses": ("allow_private_addresses", "with --download: also fetch non-public addresses (local serving only)"),
 }
 
 

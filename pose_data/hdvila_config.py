@@ -47,6 +47,10 @@ class HdvilaIndexConfig:
     clip_spans_to_video: bool = False  # a span running past the video's end: clip it (recorded) instead of span_out_of_range
     download: bool = False  # fetch missing videos with yt-dlp into VIDEOS/_downloaded
     download_timeout: int = 60
+    # --download guards (pose_data.video_download): public addresses only, bounded size and duration, no live streams
+    allow_private_addresses: bool = False  # True only to serve videos locally (tests)
+    max_video_bytes: int = 2 * 2**30
+    max_video_duration: float = 2 * 3600.0  # seconds
     filter: ClipFilterConfig = field(default_factory=ClipFilterConfig)
     clips: ClipOutputConfig = field(default_factory=ClipOutputConfig)
     ray_address: str | None = None

@@ -10,6 +10,12 @@ trains on frames without sound and merging separate video and audio streams need
 binary that the pipeline does not otherwise require; H.264 is also the cheapest to decode. Other
 codecs (VP9, AV1) are taken when no H.264 stream exists: PyAV's FFmpeg decodes them.
 
+Guards, as for image downloads (:mod:`pose_data.safe_http`): only http(s) URLs, only public addresses
+(the metadata's URL and every media URL yt-dlp extracted from it are resolved and checked before
+anything is fetched; redirects during the media download itself are yt-dlp's, not checked again),
+no environment proxy, live streams refused, and a maximum duration and size checked from the
+extracted metadata and enforced again by yt-dlp's ``max_filesize`` while downloading.
+
 yt-dlp writes to ``<name>.part`` and renames when complete, so a killed run never leaves a partial
 file under the final name; an existing complete file is reused, not fetched again. It does not
 check for updates or use its cache folder here. Two workers must not download the same video_id
@@ -21,9 +27,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import urllib.parse
 from pathlib import Path
 
+from pose_data.safe_http import resolve_checked
+
 DEFAULT_FORMAT = "bv*[vcodec^=avc1][height<=?720]/bv*[height<=?720]/b[height<=?720]/bv*/b"
+#: HD-VILA videos are YouTube videos of a few minutes; 2 h and 2 GiB (720p H.264 is ~1 GB/h) bound one download.
+DEFAULT_MAX_DURATION_S = 2 * 3600.0
+DEFAULT_MAX_BYTES = 2 * 2**30
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SAFE_VIDEO_ID = re.compile(r"^[^/\\\x00-\x1f]+$")
@@ -43,12 +55,13 @@ class _YtDlpLog:
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.too_large: str | None = None  # yt-dlp's note when max_filesize stopped a download
 
     def debug(self, msg: str) -> None:
-        pass
+        if "max-filesize" in str(msg):
+            self.too_large = _clean(msg).removeprefix("[download]").strip()
 
-    def info(self, msg: str) -> None:
-        pass
+    info = debug
 
     def warning(self, msg: str) -> None:
         logger.info("yt-dlp warning: %s", _clean(msg))  # mostly "falling back on generic extractor"
@@ -69,11 +82,17 @@ def download_video(
     timeout: float = 30.0,
     retries: int = 3,
     format: str = DEFAULT_FORMAT,  # noqa: A002 - yt-dlp's own name for it
+    allow_private_addresses: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_duration: float = DEFAULT_MAX_DURATION_S,
 ) -> Path:
     """Download ``url`` to ``out_dir/<video_id>.<ext>`` and return that path.
 
     ``timeout`` is yt-dlp's socket timeout (seconds per network operation, not for the whole file);
     ``retries`` applies to HTTP errors that may pass (5xx, broken connections) and to fragments.
+    Guards (module doc): http(s) only, public addresses only (the page URL and every media URL yt-dlp
+    resolved, unless ``allow_private_addresses``), live streams refused, at most ``max_duration`` seconds
+    and ``max_bytes`` bytes.
     Raises VideoDownloadError (with yt-dlp's reason) on any failure, ImportError if yt-dlp is not
     installed, ValueError for a non-positive timeout or negative retries.
     """
@@ -85,6 +104,7 @@ def download_video(
         raise VideoDownloadError(f"video_id {video_id!r} cannot be a file name (empty, '/', '\\' or control characters)")
     if not isinstance(url, str) or not url.strip():
         raise VideoDownloadError(f"no url to download video {video_id!r} from (got {url!r})")
+    _check_url(url, allow_private_addresses)
     try:
         import yt_dlp
     except ImportError as err:
@@ -109,6 +129,8 @@ def download_video(
         "extractor_retries": retries,
         "continuedl": True,
         "overwrites": False,
+        "max_filesize": max_bytes,  # yt-dlp stops a download whose size turns out larger
+        "proxy": "",  # no environment proxy deciding where requests go
     }
     try:
         with yt_dlp.YoutubeDL(options) as ydl:
@@ -117,7 +139,11 @@ def download_video(
             if info is not None and info.get("_type") in ("playlist", "multi_video"):
                 raise VideoDownloadError(f"{url} is a playlist or a page of several videos, not one video")
             if info is not None:
-                info = ydl.process_ie_result(info, download=True)
+                info = ydl.process_ie_result(info, download=False)
+                _check_media(info, allow_private_addresses, max_bytes, max_duration)
+                ydl.process_info(info)
+                if log.too_large:
+                    raise VideoDownloadError(f"larger than max_video_bytes {max_bytes:,} ({log.too_large})")
     except yt_dlp.utils.DownloadError as err:
         raise VideoDownloadError(log.errors[-1] if log.errors else _clean(str(err))) from err
     except VideoDownloadError:
@@ -127,6 +153,32 @@ def download_video(
     if info is None:
         raise VideoDownloadError(log.errors[-1] if log.errors else f"yt-dlp returned nothing for {url}")
     return _downloaded_path(info, out_dir, video_id)
+
+
+def _check_url(url: str, allow_private: bool) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise VideoDownloadError(f"only http and https URLs are fetched, not {parts.scheme or 'this'}:")
+    try:
+        resolve_checked(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private=allow_private)
+    except OSError as err:  # BlockedAddress, or a name that does not resolve
+        raise VideoDownloadError(str(err)) from None
+
+
+def _check_media(info: dict, allow_private: bool, max_bytes: int, max_duration: float) -> None:
+    """Before any byte of the video: not live, not too long or too large, and every media URL public."""
+    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
+        raise VideoDownloadError(f"a live stream ({info.get('live_status') or 'is_live'}), not a video file")
+    duration = info.get("duration")
+    if duration is not None and duration > max_duration:
+        raise VideoDownloadError(f"video lasts {duration:.0f} s > max_video_duration {max_duration:g} s")
+    formats = info.get("requested_formats") or [info]
+    size = sum((f.get("filesize") or f.get("filesize_approx") or 0) for f in formats)
+    if size > max_bytes:
+        raise VideoDownloadError(f"video of about {size:,} bytes > max_video_bytes {max_bytes:,}")
+    for f in formats:
+        if f.get("url"):
+            _check_url(f["url"], allow_private)
 
 
 def _downloaded_path(info: dict, out_dir: Path, video_id: str) -> Path:

@@ -141,7 +141,7 @@ def test_download_fetches_a_missing_video_with_yt_dlp(ray_local, local_site, tmp
                     + json.dumps({"video_id": "dlGone00001", "url": local_site.url("videos/gone.mp4"), "clip": [{"clip_id": "dlGone00001.1.mp4", "span": ["0", "1"]}]}) + "\n")  # fmt: skip
     videos = tmp_path / "videos"
     videos.mkdir()
-    cfg = tiny_config(download=True)
+    cfg = tiny_config(download=True, allow_private_addresses=True)  # served on 127.0.0.1
     cfg.clips.write_clips = False
     build_hdvila_index([str(meta)], str(videos), str(tmp_path / "out"), cfg, progress=False)
     index = pd.read_parquet(tmp_path / "out" / "index").set_index("clip_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,7 @@ def test_add_file_registers_a_new_download_and_rechooses(tmp_path):
 def test_download_video_from_a_direct_url_and_reuse(local_site, tmp_path):
     data = BIKES.read_bytes()
     url = local_site.add("hdvila/bikes.mp4", Route(data, "video/mp4"))
-    path = download_video(url, "QMi8x8o55Ns", tmp_path / "dl", timeout=5)
+    path = download_video(url, "QMi8x8o55Ns", tmp_path / "dl", timeout=5, allow_private_addresses=True)
     assert path == tmp_path / "dl" / "QMi8x8o55Ns.mp4"
     assert path.read_bytes() == data
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["QMi8x8o55Ns.mp4"]  # no .part left
@@ -120,18 +121,18 @@ def test_download_video_from_a_direct_url_and_reuse(local_site, tmp_path):
     assert VideoIndex(tmp_path / "dl").lookup("QMi8x8o55Ns") == path
     # one request to resolve the URL, one to fetch it; a second call resolves again but reuses the file
     assert local_site.hits["hdvila/bikes.mp4"] == 2
-    assert download_video(url, "QMi8x8o55Ns", tmp_path / "dl", timeout=5) == path
+    assert download_video(url, "QMi8x8o55Ns", tmp_path / "dl", timeout=5, allow_private_addresses=True) == path
     assert local_site.hits["hdvila/bikes.mp4"] == 3
     assert path.read_bytes() == data
 
 
 def test_download_failures_name_the_reason(local_site, tmp_path):
     with pytest.raises(VideoDownloadError) as err:
-        download_video(local_site.url("hdvila/missing.mp4"), "gone", tmp_path, timeout=5, retries=0)
+        download_video(local_site.url("hdvila/missing.mp4"), "gone", tmp_path, timeout=5, retries=0, allow_private_addresses=True)
     assert "HTTP Error 404: Not Found" in err.value.reason
     page = local_site.add("hdvila/page.html", Route(b"<html><body>no video here</body></html>", "text/html"))
     with pytest.raises(VideoDownloadError, match="Unsupported URL"):
-        download_video(page, "page", tmp_path, timeout=5, retries=0)
+        download_video(page, "page", tmp_path, timeout=5, retries=0, allow_private_addresses=True)
     with pytest.raises(VideoDownloadError, match="cannot be a file name"):
         download_video(local_site.url("hdvila/bikes.mp4"), "../escape", tmp_path)
     with pytest.raises(VideoDownloadError, match="no url"):
@@ -139,3 +140,26 @@ def test_download_failures_name_the_reason(local_site, tmp_path):
     with pytest.raises(ValueError, match="timeout must be > 0"):
         download_video("http://127.0.0.1/x.mp4", "abc", tmp_path, timeout=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_guards(local_site, tmp_path):
+    """Loopback and non-http URLs refused before yt-dlp sees them; live streams, long and large videos refused from
+    the extracted metadata; a body larger than the limit is not kept."""
+    from pose_data.video_download import _check_media
+
+    url = local_site.add("hdvila/guarded.mp4", Route(BIKES.read_bytes(), "video/mp4"))
+    for bad, reason in ((url, "blocked address (loopback)"), (url.replace("127.0.0.1", "localhost"), "blocked address (loopback)"),
+                        ("file:///etc/hostname", "only http and https"), ("ftp://127.0.0.1/x.mp4", "only http and https")):  # fmt: skip
+        with pytest.raises(VideoDownloadError, match=re.escape(reason)):
+            download_video(bad, "guarded", tmp_path / "dl", timeout=5, retries=0)
+    assert local_site.hits.get("hdvila/guarded.mp4", 0) == 0
+    public = {"url": "http://93.184.216.34/v.mp4"}  # checked, never fetched
+    for info, reason in (({**public, "is_live": True}, "live stream"), ({**public, "live_status": "is_upcoming"}, "live stream"),
+                         ({**public, "duration": 9000}, "max_video_duration 7200"), ({**public, "filesize": 3 * 2**30}, "max_video_bytes"),
+                         ({"requested_formats": [{"url": "http://10.0.0.1/v.mp4"}]}, "blocked address (private)")):  # fmt: skip
+        with pytest.raises(VideoDownloadError, match=re.escape(reason)):
+            _check_media(info, False, 2 * 2**30, 7200.0)
+    _check_media({**public, "duration": 60, "filesize": 10_000_000}, False, 2 * 2**30, 7200.0)  # fine
+    with pytest.raises(VideoDownloadError, match="larger than max_video_bytes"):
+        download_video(url, "big", tmp_path / "dl", timeout=5, retries=0, allow_private_addresses=True, max_bytes=100_000)
+    assert not list((tmp_path / "dl").glob("big*"))
