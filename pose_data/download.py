@@ -46,7 +46,7 @@ class DownloadOptions:
     threads: int = 16
     timeout: int = 10
     retries: int = 0
-    max_image_area: float = 89_478_485.0
+    max_image_area: float = 40_000_000.0
     user_agent_token: str | None = None
     respect_robots_headers: bool = True
     min_image_size: int = 0  # shorter side of the original, else status too_small

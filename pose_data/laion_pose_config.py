@@ -37,7 +37,10 @@ class DownloadConfig:
     processes: int = 1  # download tasks running at once (each its own Ray task)
     timeout: int = 10  # seconds per request
     retries: int = 0
-    max_image_area: float = 89_478_485.0  # pixels; bigger originals are refused (decompression bombs)
+    # pixels; bigger originals are refused from their header (decompression bombs). A task decodes one image at a
+    # time at ~6 bytes per pixel (bench/download_memory.py), so 40 MP bounds that to ~230 MiB; LAION originals
+    # above it (8000 x 5000 and more) are rare and are resized to image_size anyway
+    max_image_area: float = 40_000_000.0
     user_agent_token: str | None = None
     respect_robots_headers: bool = True  # honour X-Robots-Tag noai/noimageai/noindex/noimageindex
     # network safety (pose_data.safe_http): only public addresses, bodies up to max_image_bytes, a total deadline

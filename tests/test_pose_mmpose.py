@@ -122,10 +122,15 @@ def test_aliases_match_the_installed_package_files():
         assert source.config_path().is_file()
 
 
-def test_resolve_model_checkpoint_settings(caplog):
+def test_resolve_model_checkpoint_settings(caplog, tmp_path):
     config, ckpt = resolve_model("rtmpose-m", "auto", POSE_MODELS, "pose")
     assert config.endswith("rtmpose-m_8xb256-420e_body8-256x192.py") and ckpt == POSE_MODELS["rtmpose-m"].weights
-    assert resolve_model(config, "/some/local.pth", POSE_MODELS, "pose") == (config, "/some/local.pth")
+    local = tmp_path / "local.pth"
+    local.write_bytes(b"weights")
+    assert resolve_model(config, str(local), POSE_MODELS, "pose") == (config, str(local))
+    assert resolve_model(config, "https://example.org/w.pth", POSE_MODELS, "pose")[1] == "https://example.org/w.pth"  # fetched later
+    with pytest.raises(ValueError, match=r"pose_checkpoint '/some/local.pth' does not exist.*--pose-backend mediapipe"):
+        resolve_model(config, "/some/local.pth", POSE_MODELS, "pose")
     with caplog.at_level("WARNING"):
         assert resolve_model("rtmdet-m", "None", DET_MODELS, "det")[1] is None
     assert "RANDOM weights" in caplog.text
