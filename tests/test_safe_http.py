@@ -150,3 +150,14 @@ def test_a_trickling_server_is_cut_at_the_deadline():
         server.shutdown()
     assert status == ["download_failed"] and error[0] == "no complete answer within the 1.5 s deadline"
     assert took < 6, took
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://127.0.0.1:9/x.jpg", "http://2130706433:9/x.jpg", "http://0x7f.1:9/x.jpg", "http://[::1]:9/x.jpg",
+     "http://[::ffff:127.0.0.1]:9/x.jpg", "http://127.1:9/x.jpg"],
+)  # fmt: skip
+def test_other_spellings_of_loopback_and_https_are_checked_before_connecting(url):
+    """The check runs on what the resolver answers, so every spelling of an address meets it, https too (before TLS)."""
+    with pytest.raises(OSError, match=r"blocked address \(loopback\)"):
+        safe_http.build_opener().open(url, timeout=2)
