@@ -13,9 +13,10 @@ the crawler's own network. :func:`build_opener` makes the ``urllib`` opener that
 - **http and https only**: no ``file:``, ``ftp:``, ``data:`` handler exists in the opener, and no proxy handler
   (environment proxies are not used: they would be the ones deciding where a request goes).
 - **bounded bodies**: a body longer than ``max_bytes`` (by its Content-Length, or as it is read) is refused.
-- **a total deadline** per request: a watchdog shuts the socket down ``deadline`` seconds after it connected,
-  so a server that trickles one byte a second cannot hold a download thread (the read timeout alone is per
-  socket read).
+- **a total deadline** per request, redirects included (at most :data:`MAX_REDIRECTS`): a watchdog shuts the
+  sockets down ``deadline`` seconds after the request started (the TLS socket too, for https), so a server
+  that trickles one byte a second cannot hold a download thread (the read timeout alone is per socket read);
+- a body cut short of its Content-Length is an error (``IncompleteRead``), not a shorter image.
 
 Refusals say why without naming what an internal host answered: "blocked address (loopback)",
 "body larger than 20,971,520 bytes", "no answer within the 60 s deadline".
@@ -23,6 +24,7 @@ Refusals say why without naming what an internal host answered: "blocked address
 
 from __future__ import annotations
 
+import functools
 import heapq
 import http.client
 import ipaddress
@@ -37,6 +39,8 @@ import weakref
 #: real photo), and a minute is far beyond what a good server needs for that.
 DEFAULT_MAX_BYTES = 20 * 2**20
 DEFAULT_DEADLINE_S = 60.0
+#: Redirects followed per request (urllib's default is 10; image URLs need one or two).
+MAX_REDIRECTS = 5
 
 
 class BlockedAddress(OSError):
@@ -120,12 +124,37 @@ _watchdog: _Watchdog | None = None
 _watchdog_lock = threading.Lock()
 
 
-def _watch(sock: socket.socket, seconds: float) -> None:
+def _watch_until(sock: socket.socket, when: float) -> None:
+    """Shut ``sock`` down at ``when`` (``time.monotonic()`` seconds)."""
     global _watchdog
     with _watchdog_lock:
         if _watchdog is None:
             _watchdog = _Watchdog()
-    _watchdog.watch(sock, time.monotonic() + seconds)
+    _watchdog.watch(sock, when)
+
+
+def checked_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *,
+                              allow_private: bool = False, deadline_at: float | None = None, **_ignored) -> socket.socket:  # fmt: skip
+    """``socket.create_connection`` that resolves ``address``'s host once, refuses it unless every answer is public
+    (or ``allow_private``), connects to an address it checked, and (with ``deadline_at``) has the watchdog shut
+    the socket down at that time. Also stands in for yt-dlp's own ``create_connection``."""
+    host, port = address[0], address[1]
+    last: OSError | None = None
+    for family, kind, proto, _name, sockaddr in resolve_checked(host, port, allow_private=allow_private):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)  # the address that was checked, not a second lookup
+            if deadline_at is not None:
+                _watch_until(sock, deadline_at)
+            return sock
+        except OSError as err:
+            sock.close()
+            last = err
+    raise last or OSError("no address to connect to")
 
 
 def _limited_response_class(max_bytes: int, deadline: float):
@@ -139,7 +168,7 @@ def _limited_response_class(max_bytes: int, deadline: float):
         def begin(self) -> None:
             try:
                 super().begin()
-            except OSError as err:
+            except (OSError, http.client.HTTPException) as err:
                 raise self._late(err) from None
             length = self.getheader("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
@@ -147,18 +176,26 @@ def _limited_response_class(max_bytes: int, deadline: float):
 
         def read(self, amt: int | None = None) -> bytes:
             if amt is not None:
-                return self._count(super().read(amt))
+                try:
+                    data = self._count(super().read(amt))
+                except (OSError, http.client.HTTPException) as err:
+                    raise self._late(err) from None
+                if not data and self._sock in _expired:
+                    raise DownloadLimit(f"no complete answer within the {deadline:g} s deadline")
+                return data
             parts = []
             while True:
                 try:
                     chunk = super().read1(65536)
-                except OSError as err:
+                except (OSError, http.client.HTTPException) as err:
                     raise self._late(err) from None
                 if not chunk:
                     break
                 parts.append(self._count(chunk))
             if self._sock in _expired:  # the watchdog ended the body, not the server
                 raise DownloadLimit(f"no complete answer within the {deadline:g} s deadline")
+            if self.length:  # the server closed before the Content-Length it announced
+                raise http.client.IncompleteRead(b"".join(parts), self.length)
             return b"".join(parts)
 
         def _count(self, chunk: bytes) -> bytes:
@@ -168,7 +205,7 @@ def _limited_response_class(max_bytes: int, deadline: float):
                 raise DownloadLimit(f"body larger than {max_bytes:,} bytes")
             return chunk
 
-        def _late(self, err: OSError) -> OSError:
+        def _late(self, err: Exception) -> Exception:
             if self._sock in _expired:
                 return DownloadLimit(f"no complete answer within the {deadline:g} s deadline")
             return err
@@ -179,37 +216,35 @@ def _limited_response_class(max_bytes: int, deadline: float):
 def _connection_classes(allow_private: bool, max_bytes: int, deadline: float):
     response_class = _limited_response_class(max_bytes, deadline)
 
-    def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **_kw):
-        host, port = address
-        last: OSError | None = None
-        for family, kind, proto, _name, sockaddr in resolve_checked(host, port, allow_private=allow_private):
-            sock = socket.socket(family, kind, proto)
-            try:
-                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)  # the address that was checked, not a second lookup
-                _watch(sock, deadline)
-                return sock
-            except OSError as err:
-                sock.close()
-                last = err
-        raise last or OSError("no address to connect to")
-
     class Connection(http.client.HTTPConnection):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, deadline_at: float, **kwargs):
             super().__init__(*args, **kwargs)
-            self._create_connection = create_connection
+            self.deadline_at = deadline_at
+            self._create_connection = functools.partial(checked_create_connection, allow_private=allow_private, deadline_at=deadline_at)
             self.response_class = response_class
 
     class SecureConnection(http.client.HTTPSConnection):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, deadline_at: float, **kwargs):
             super().__init__(*args, **kwargs)
-            self._create_connection = create_connection  # TLS is wrapped around it with the URL's host name
+            self.deadline_at = deadline_at
+            # the TCP socket is watched from the start (the TLS handshake included), and TLS is wrapped around it
+            # with the URL's host name
+            self._create_connection = functools.partial(checked_create_connection, allow_private=allow_private, deadline_at=deadline_at)
             self.response_class = response_class
 
+        def connect(self) -> None:
+            super().connect()
+            _watch_until(self.sock, self.deadline_at)  # the TLS socket the response reads from
+
     return Connection, SecureConnection
+
+
+def _request_deadline(req, seconds: float) -> float:
+    """The request's absolute deadline, set when it is first opened and carried over redirects."""
+    at = getattr(req, "_fyp_deadline_at", None)
+    if at is None:
+        at = req._fyp_deadline_at = time.monotonic() + seconds
+    return at
 
 
 def build_opener(*, allow_private_addresses: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -221,18 +256,27 @@ def build_opener(*, allow_private_addresses: bool = False, max_bytes: int = DEFA
 
     class GuardedHTTPHandler(urllib.request.HTTPHandler):
         def http_open(self, req):
-            return self.do_open(Connection, req)
+            return self.do_open(functools.partial(Connection, deadline_at=_request_deadline(req, deadline)), req)
 
     class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
         def https_open(self, req):
-            return self.do_open(SecureConnection, req, context=self._context)
+            return self.do_open(functools.partial(SecureConnection, deadline_at=_request_deadline(req, deadline)), req, context=self._context)
+
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        max_redirections = MAX_REDIRECTS
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None:  # one deadline for the request and all its redirects
+                new._fyp_deadline_at = getattr(req, "_fyp_deadline_at", None)
+            return new
 
     class OnlyHttpHandler(urllib.request.BaseHandler):
         def unknown_open(self, req):
             raise urllib.error.URLError(f"only http and https URLs are fetched, not {req.type}:")
 
     opener = urllib.request.OpenerDirector()
-    for handler in (GuardedHTTPHandler(), GuardedHTTPSHandler(), urllib.request.HTTPRedirectHandler(),
+    for handler in (GuardedHTTPHandler(), GuardedHTTPSHandler(), Redirects(),
                     urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
                     OnlyHttpHandler()):  # fmt: skip
         opener.add_handler(handler)

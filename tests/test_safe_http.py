@@ -161,3 +161,88 @@ def test_other_spellings_of_loopback_and_https_are_checked_before_connecting(url
     """The check runs on what the resolver answers, so every spelling of an address meets it, https too (before TLS)."""
     with pytest.raises(OSError, match=r"blocked address \(loopback\)"):
         safe_http.build_opener().open(url, timeout=2)
+
+
+def _serve(handler_body) -> tuple[socket.socket, int]:
+    """A raw server on 127.0.0.1: ``handler_body(conn)`` per connection, in its own thread."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler_body, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, listener.getsockname()[1]
+
+
+def test_https_is_cut_at_the_deadline_too(monkeypatch):
+    """The watchdog must watch the TLS socket the response reads from, not only the TCP socket under it."""
+    import ssl
+
+    from conftest import REPO
+
+    tls = REPO / "tests" / "data" / "tls"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tls / "cert.pem"), str(tls / "key.pem"))
+
+    def trickle(conn):
+        try:
+            s = context.wrap_socket(conn, server_side=True)
+            s.recv(65536)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(100):
+                s.sendall(b"\0")
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    listener, port = _serve(trickle)
+    client = ssl.create_default_context(cafile=str(tls / "cert.pem"))  # trust the test certificate, verify as usual
+    monkeypatch.setattr(ssl, "_create_default_https_context", lambda *a, **k: client)
+    start = time.monotonic()
+    try:
+        with pytest.raises(safe_http.DownloadLimit, match="within the 1.5 s deadline"):
+            safe_http.build_opener(allow_private_addresses=True, deadline=1.5).open(f"https://127.0.0.1:{port}/x.jpg", timeout=5).read()
+    finally:
+        listener.close()
+    assert time.monotonic() - start < 4
+
+
+def test_the_deadline_covers_redirects_and_a_cut_body_is_an_error():
+    def slow_redirects(conn):
+        try:
+            request = conn.recv(65536).decode()
+            hop = int(request.split(" ")[1].strip("/") or 0)
+            time.sleep(0.8)
+            conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: /{hop + 1}\r\nContent-Length: 0\r\n\r\n".encode())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    listener, port = _serve(slow_redirects)
+    start = time.monotonic()
+    try:
+        with pytest.raises((safe_http.DownloadLimit, OSError)):
+            safe_http.build_opener(allow_private_addresses=True, deadline=1.0).open(f"http://127.0.0.1:{port}/0", timeout=5).read()
+    finally:
+        listener.close()
+    assert time.monotonic() - start < 2.5  # one deadline for the request and its redirects, not one per hop
+
+    def cut(conn):
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n" + b"\0" * 500)
+        conn.close()
+
+    listener, port = _serve(cut)
+    try:
+        status, error = fetch([f"http://127.0.0.1:{port}/cut.jpg"], allow_private_addresses=True)
+    finally:
+        listener.close()
+    assert status == ["download_failed"] and "IncompleteRead(500 bytes read, 500 more expected)" in error[0]
