@@ -131,15 +131,24 @@ class _CollectingWriter:
 def download_shard(shard_id: int, urls: list[str | None], options: DownloadOptions) -> DownloadedShard:
     """Download and resize ``urls`` (one shard); every URL gets exactly one entry back, in order."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
-    from img2dataset.downloader import Downloader
-    from img2dataset.resizer import Resizer
-
     start = time.perf_counter()
-    n = len(urls)
-    # img2dataset fetches with urllib.request.urlopen, i.e. through the process's installed opener
+    # img2dataset fetches with urllib.request.urlopen, i.e. through the process's installed opener: ours for the
+    # duration of this shard, then the previous one again (other code in the process keeps its own rules)
+    previous_opener = urllib.request._opener
     urllib.request.install_opener(
         build_opener(allow_private_addresses=options.allow_private_addresses, max_bytes=options.max_image_bytes, deadline=options.deadline)
     )
+    try:
+        return _download(shard_id, urls, options, start)
+    finally:
+        urllib.request._opener = previous_opener
+
+
+def _download(shard_id: int, urls: list[str | None], options: DownloadOptions, start: float) -> DownloadedShard:
+    from img2dataset.downloader import Downloader
+    from img2dataset.resizer import Resizer
+
+    n = len(urls)
     resizer = ImageNormalizer(
         Resizer(
             image_size=options.image_size,

@@ -91,7 +91,9 @@ class LaionPoseConfig:
             raise ValueError(f"pose.backend {self.pose.backend!r} is not one of mmpose, mediapipe")
         if not self.pose.device.startswith(("cpu", "cuda")):
             raise ValueError(f"pose.device {self.pose.device!r} must be cpu or cuda[:N]")
-        if self.pose.backend == "mmpose":  # model names, config files and local weights, before any work starts
+        # model names, config files and local weights, before any work starts; on a cluster the workers' files
+        # and packages may differ from the driver's, and the actors' own load check (before any download) decides
+        if self.pose.backend == "mmpose" and self.ray.address is None:
             from pose_data.pose_mmpose import check_model_settings
 
             check_model_settings(self.pose)

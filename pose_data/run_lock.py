@@ -33,7 +33,9 @@ def lock_output(out_dir: str | os.PathLike, command: str) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_NAME
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    # O_NOFOLLOW: a symlink planted as .lock must not make us truncate its target
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    handle = os.fdopen(fd, "r+")  # held open for the whole run
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,10 +11,11 @@ binary that the pipeline does not otherwise require; H.264 is also the cheapest 
 codecs (VP9, AV1) are taken when no H.264 stream exists: PyAV's FFmpeg decodes them.
 
 Guards, as for image downloads (:mod:`pose_data.safe_http`): only http(s) URLs, only public addresses
-(the metadata's URL and every media URL yt-dlp extracted from it are resolved and checked before
-anything is fetched; redirects during the media download itself are yt-dlp's, not checked again),
-no environment proxy, live streams refused, and a maximum duration and size checked from the
-extracted metadata and enforced again by yt-dlp's ``max_filesize`` while downloading.
+(the metadata's URL and every media URL yt-dlp extracted are checked first, and every connection
+yt-dlp opens, redirects, fragments and segments included, goes through the same checked
+``create_connection``: :func:`checked_yt_dlp_connections`), no environment proxy, live streams
+refused, and a maximum duration and size checked from the extracted metadata and enforced while
+downloading by counting the bytes that arrive (yt-dlp's own ``max_filesize`` trusts Content-Length).
 
 yt-dlp writes to ``<name>.part`` and renames when complete, so a killed run never leaves a partial
 file under the final name; an existing complete file is reused, not fetched again. It does not
@@ -24,13 +25,15 @@ into the same folder at the same time (group clips by video before downloading).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import re
 import urllib.parse
 from pathlib import Path
 
-from pose_data.safe_http import resolve_checked
+from pose_data.safe_http import checked_create_connection, resolve_checked
 
 DEFAULT_FORMAT = "bv*[vcodec^=avc1][height<=?720]/bv*[height<=?720]/b[height<=?720]/bv*/b"
 #: HD-VILA videos are YouTube videos of a few minutes; 2 h and 2 GiB (720p H.264 is ~1 GB/h) bound one download.
@@ -132,8 +135,16 @@ def download_video(
         "max_filesize": max_bytes,  # yt-dlp stops a download whose size turns out larger
         "proxy": "",  # no environment proxy deciding where requests go
     }
+    written = {"bytes": 0}
+
+    def size_guard(progress: dict) -> None:  # max_filesize trusts Content-Length: this counts what arrives
+        written["bytes"] = max(written["bytes"], progress.get("downloaded_bytes") or 0)
+        if written["bytes"] > max_bytes:
+            raise VideoDownloadError(f"larger than max_video_bytes {max_bytes:,} ({written['bytes']:,} bytes received)")
+
+    options["progress_hooks"] = [size_guard]
     try:
-        with yt_dlp.YoutubeDL(options) as ydl:
+        with yt_dlp.YoutubeDL(options) as ydl, checked_yt_dlp_connections(allow_private_addresses):
             # resolve first: a page with several videos must fail before any of them is fetched
             info = ydl.extract_info(url, download=False, process=False)
             if info is not None and info.get("_type") in ("playlist", "multi_video"):
@@ -145,8 +156,11 @@ def download_video(
                 if log.too_large:
                     raise VideoDownloadError(f"larger than max_video_bytes {max_bytes:,} ({log.too_large})")
     except yt_dlp.utils.DownloadError as err:
+        if isinstance(getattr(err, "exc_info", (None, None))[1], VideoDownloadError):
+            raise err.exc_info[1] from None
         raise VideoDownloadError(log.errors[-1] if log.errors else _clean(str(err))) from err
     except VideoDownloadError:
+        _remove_partial(out_dir, video_id)
         raise
     except Exception as err:  # yt-dlp lets some errors of odd sites through unwrapped
         raise VideoDownloadError(f"yt-dlp failed: {type(err).__name__}: {err}") from err
@@ -156,13 +170,51 @@ def download_video(
 
 
 def _check_url(url: str, allow_private: bool) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise VideoDownloadError(f"only http and https URLs are fetched, not {parts.scheme or 'this'}:")
     try:
-        resolve_checked(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private=allow_private)
-    except OSError as err:  # BlockedAddress, or a name that does not resolve
-        raise VideoDownloadError(str(err)) from None
+        parts = urllib.parse.urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except (ValueError, UnicodeError) as err:  # a bad port or bracket in the metadata
+        raise VideoDownloadError(f"malformed URL ({err})") from None
+    if scheme not in ("http", "https") or not host:
+        raise VideoDownloadError(f"only http and https URLs are fetched, not {scheme or 'this'}:")
+    try:
+        resolve_checked(host, port or (443 if scheme == "https" else 80), allow_private=allow_private)
+    except (OSError, UnicodeError) as err:  # BlockedAddress, a name that does not resolve, a bad IDNA name
+        raise VideoDownloadError(str(err) or "cannot resolve host") from None
+
+
+@contextlib.contextmanager
+def checked_yt_dlp_connections(allow_private: bool):
+    """Every connection yt-dlp opens (extraction, redirects, media, fragments) goes through
+    :func:`pose_data.safe_http.checked_create_connection` while the block runs: its network modules, and urllib3
+    under its "Requests" handler, look ``create_connection`` up as a module global, which is replaced here and put
+    back afterwards. It is process-wide for that time: run downloads in their own worker processes (the
+    indexer's Ray tasks do)."""
+    import sys
+
+    checked = functools.partial(checked_create_connection, allow_private=allow_private)
+    try:  # yt-dlp's preferred "Requests" handler connects through urllib3's create_connection
+        import urllib3.util.connection  # noqa: F401 - makes sure it is in sys.modules
+    except ImportError:
+        pass
+    patched = [(m, m.create_connection) for name, m in list(sys.modules.items())
+               if (name.startswith("yt_dlp.networking") or name == "urllib3.util.connection")
+               and callable(getattr(m, "create_connection", None))]  # fmt: skip
+    if not patched:
+        raise VideoDownloadError("cannot guard yt-dlp's connections: this yt-dlp has no networking.create_connection")
+    try:
+        for module, _ in patched:
+            module.create_connection = checked
+        yield
+    finally:
+        for module, original in patched:
+            module.create_connection = original
+
+
+def _remove_partial(out_dir: Path, video_id: str) -> None:
+    for path in out_dir.glob(f"{_glob_escape(video_id)}.*"):
+        if path.name.endswith((".part", ".ytdl")) or ".part-" in path.name:
+            path.unlink(missing_ok=True)
 
 
 def _check_media(info: dict, allow_private: bool, max_bytes: int, max_duration: float) -> None:

@@ -27,7 +27,11 @@ def test_statuses_sizes_and_images_in_input_order(local_site):
         None,
         local_site.add("dl/rotated.jpg", Route(bad_images.exif_rotated_jpeg(6))),
     ]
+    import urllib.request
+
+    before = urllib.request._opener
     shard = download_shard(7, urls, DownloadOptions(image_size=64, timeout=1, threads=4, min_image_size=32, allow_private_addresses=True))
+    assert urllib.request._opener is before  # the guarded opener is the process's only while the shard downloads
     assert shard.shard_id == 7 and len(shard) == len(urls)
     assert shard.status[0] is None and shard.error[0] is None
     assert shard.status[1] == "download_failed" and "404" in shard.error[1]

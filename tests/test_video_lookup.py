@@ -163,3 +163,72 @@ def test_download_guards(local_site, tmp_path):
     with pytest.raises(VideoDownloadError, match="larger than max_video_bytes"):
         download_video(url, "big", tmp_path / "dl", timeout=5, retries=0, allow_private_addresses=True, max_bytes=100_000)
     assert not list((tmp_path / "dl").glob("big*"))
+
+
+def test_yt_dlp_connections_are_checked_and_sizes_counted(tmp_path, monkeypatch):
+    """A "public" page (127.0.0.2, declared public for this test only) redirecting to an internal service on
+    127.0.0.1: yt-dlp's own connections are checked, so the internal service never sees a request. A video served
+    without Content-Length is cut at max_bytes by counting what arrives."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pose_data import safe_http
+
+    hits = []
+
+    class Internal(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"SECRET")
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    internal = ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    target = f"http://127.0.0.1:{internal.server_address[1]}/latest/meta-data/iam"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    class NoLength(BaseHTTPRequestHandler):  # HTTP/1.0: the body ends when the connection closes
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+            self.wfile.write(BIKES.read_bytes())
+
+        def log_message(self, *args):
+            pass
+
+    public = ThreadingHTTPServer(("127.0.0.2", 0), Redirect)
+    plain = ThreadingHTTPServer(("127.0.0.2", 0), NoLength)
+    for server in (internal, public, plain):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = safe_http.address_block_reason
+    monkeypatch.setattr(safe_http, "address_block_reason", lambda a: None if a == "127.0.0.2" else real(a))
+    try:
+        with pytest.raises(VideoDownloadError, match=re.escape("blocked address (loopback)")):
+            download_video(f"http://127.0.0.2:{public.server_address[1]}/v.mp4", "redirected", tmp_path / "dl", timeout=3, retries=0)
+        assert hits == []
+        with pytest.raises(VideoDownloadError, match="larger than max_video_bytes 100,000"):
+            download_video(f"http://127.0.0.2:{plain.server_address[1]}/v.mp4", "unsized", tmp_path / "dl", timeout=3, retries=0, max_bytes=100_000)
+        assert not list((tmp_path / "dl").glob("unsized*"))
+        with pytest.raises(VideoDownloadError, match="malformed URL"):
+            download_video("http://example.com:99999/v.mp4", "badport", tmp_path / "dl")
+    finally:
+        for server in (internal, public, plain):
+            server.shutdown()
