@@ -1,0 +1,83 @@
+"""Faults under load on the real local Ray: a pose worker killed in the middle of a run is replaced and every input
+row still comes out exactly once, with the same result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from conftest import REPO, Route
+from pose_data.config import load_config
+from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
+
+SAMPLES = REPO / "pose_data" / "sample_data" / "laion"
+
+
+def pose_worker_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "ray::PoseBatchRunner"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def config(shard_size: int) -> LaionPoseConfig:
+    return load_config(LaionPoseConfig, preset_or_file("laion_pose-tiny"), {
+        "input": {"shard_size": shard_size}, "download": {"timeout": 5, "allow_private_addresses": True}, "preview_images": 0,
+    })  # fmt: skip
+
+
+def test_a_pose_worker_killed_mid_run_is_replaced_and_every_row_comes_out_once(ray_local, local_site, tmp_path):
+    from pipelines.laion_pose import build_laion_pose
+
+    photos = ["astronaut.jpg", "cameraman.jpg", "grace_hopper.jpg", "coffee.jpg"]
+    urls = [local_site.add(f"fault/{i}.jpg", Route((SAMPLES / photos[i % 4]).read_bytes(), delay=0.3)) for i in range(16)]
+    meta = tmp_path / "m.csv"
+    pd.DataFrame({"URL": urls, "TEXT": [f"photo {i}" for i in range(16)]}).to_csv(meta, index=False)
+
+    reference = build_laion_pose([str(meta)], str(tmp_path / "reference"), config(2), progress=False)
+    before = pose_worker_pids()
+    result: dict = {}
+    run = threading.Thread(target=lambda: result.update(manifest=build_laion_pose([str(meta)], str(tmp_path / "out"), config(2), progress=False)))
+    run.start()
+    deadline = time.time() + 120
+    while not (tmp_path / "out" / "meta" / "00001.parquet").exists():  # two of eight shards done: mid-run
+        assert run.is_alive() and time.time() < deadline, "the run ended before a worker could be killed"
+        time.sleep(0.05)
+    workers = pose_worker_pids() - before
+    assert workers, "no pose worker process of this run found"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    run.join(timeout=300)
+    assert "manifest" in result, "the run did not complete after its pose worker was killed"
+    assert len(list((tmp_path / "out" / "meta").glob("*.parquet"))) == 8
+    rows = pd.read_parquet(tmp_path / "out" / "meta").sort_values("key").reset_index(drop=True)
+    expected = pd.read_parquet(tmp_path / "reference" / "meta").sort_values("key").reset_index(drop=True)
+    assert len(rows) == 16 and rows["key"].is_unique and sorted(rows["url"]) == sorted(urls)
+    columns = ["key", "url", "status", "num_persons", "width", "height"]
+    pd.testing.assert_frame_equal(rows[columns], expected[columns])
+    assert result["manifest"]["counts"] == reference["counts"]
+    assert not (pose_worker_pids() & workers)  # the killed process is gone; the run used a replacement
+    assert Path(tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_a_stalling_server_times_out_and_the_run_ends(ray_local, local_site, tmp_path):
+    from pipelines.laion_pose import build_laion_pose
+
+    good = local_site.add("stall/ok.jpg", Route((SAMPLES / "astronaut.jpg").read_bytes()))
+    stalled = [local_site.add(f"stall/{i}.jpg", Route(b"never sent", delay=60.0)) for i in range(3)]
+    meta = tmp_path / "m.csv"
+    pd.DataFrame({"URL": [good, *stalled], "TEXT": ["ok", "a", "b", "c"]}).to_csv(meta, index=False)
+    cfg = config(4)
+    cfg.download.timeout = 1
+    start = time.time()
+    manifest = build_laion_pose([str(meta)], str(tmp_path / "out"), cfg, progress=False)
+    assert time.time() - start < 60
+    rows = pd.read_parquet(tmp_path / "out" / "meta").set_index("caption")
+    assert rows.loc["ok", "status"] == "ok"
+    for caption in "abc":
+        assert rows.loc[caption, "status"] == "download_failed" and "timed out" in rows.loc[caption, "error"]
+    assert manifest["counts"]["download_failed"] == 3
