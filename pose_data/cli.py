@@ -149,12 +149,10 @@ def _add_extract_poses_args(p: argparse.ArgumentParser) -> None:
 
 def extract_poses_config(args: argparse.Namespace):
     """Dataclass defaults < --config preset/file < --set < named flags."""
-    from pose_data.config import load_config, to_dict
+    from pose_data.config import load_config
     from pose_data.extract_poses_config import ExtractPosesConfig, preset_or_file
 
-    layers = [to_dict(ExtractPosesConfig())]  # the defaults as a layer: a partial section keeps the others
-    if args.config:
-        layers.append(preset_or_file(args.config))
+    layers = [preset_or_file(args.config)] if args.config else []
     flags = flag_layer(args, EXTRACT_POSES_FLAGS)
     sampling = flags.get("sampling", {})
     if ("fps" in sampling) != ("frame_stride" in sampling):  # one of the two on the command line replaces the other

@@ -84,8 +84,19 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     if unknown:
         prefix = f"{where}." if where else ""
         raise ValueError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys: {', '.join(names)}")
+    data = {k: _with_section_default(cls, k, v) for k, v in data.items()}
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _with_section_default(cls: type, name: str, value: Any) -> Any:
+    """A partial nested section (a dict) filled in from the field's own default, not only from the nested class's
+    defaults: a ``default_factory`` may set other values (extract-poses' person filter does)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, dict) or field.default_factory is dataclasses.MISSING:
+        return value
+    default = field.default_factory()
+    return deep_merge(dataclasses.asdict(default), value) if dataclasses.is_dataclass(default) else value
 
 
 def to_dict(obj: Any) -> dict:

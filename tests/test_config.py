@@ -51,3 +51,12 @@ def test_errors_name_the_key():
         cfg.validate()
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         preset_or_file("nope.yaml")
+
+
+def test_a_partial_section_keeps_the_fields_own_defaults():
+    """extract-poses' filter defaults differ from FilterConfig's: setting one key must not bring the others back."""
+    from pose_data.extract_poses_config import ExtractPosesConfig
+
+    cfg = load_config(ExtractPosesConfig, parse_overrides(["filter.min_keypoint_score=0.4"]))
+    assert (cfg.filter.min_keypoint_score, cfg.filter.min_keypoints, cfg.filter.max_persons, cfg.filter.min_image_size) == (0.4, 4, 20, 0)
+    assert load_config(LaionPoseConfig, parse_overrides(["filter.max_persons=2"])).filter.min_keypoints == 8
