@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from model.frame_transforms import cover_and_center_crop
 from pose_data.clip_writer import frame_to_rgb
-from pose_data.frame_sampling import make_sampler
+from pose_data.frame_sampling import decode_sampled, make_sampler
 from pose_data.pose_sequence import PoseSequence, SamplingConfig, read_pose_sequence
 from pose_data.video_decode import VideoDecodeError, decode_span, decode_video, probe_video
 from pose_data.video_writer import read_video_comment
@@ -228,24 +228,16 @@ def _from_keypoints(path: Path, num_frames, fps, stride, style: str | None) -> P
 
 
 def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | None) -> PoseFrames:
-    sampler = make_sampler(fps, stride)
     frames, indices, times = [], [], []
-    counter = [0]
 
-    def on_frame(frame, t):
-        for index, kept, kept_t in sampler.add((counter[0], frame, t), t):
-            if num_frames is not None and len(frames) >= num_frames:
-                raise _Enough
-            frames.append(frame_to_rgb(kept))
-            indices.append(index)
-            times.append(kept_t)
-        counter[0] += 1
+    def on_kept(index: int, frame, t: float) -> None:
+        frames.append(frame_to_rgb(frame))
+        indices.append(index)
+        times.append(t)
 
-    try:
-        decode_video(path, on_frame=on_frame)
-    except _Enough:
-        pass
-    recorded = (read_video_comment(path) or {}).get("skeleton_style")
+    decode_sampled(path, on_kept, fps=fps, stride=stride, max_frames=num_frames)
+    comment = read_video_comment(path) or {}
+    recorded = comment.get("skeleton_style")
     keypoints = path.parent / "keypoints.parquet"
     if not recorded and keypoints.is_file():
         try:
@@ -254,7 +246,7 @@ def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | No
             keypoints = None
     if declared and recorded and declared != recorded:
         raise ValueError(f"--skeleton-style {declared} but {path} records the {recorded!r} style")
-    has_keypoints = keypoints is not None and keypoints.is_file() and (read_video_comment(path) or {}).get("format") == "fyp-skeleton-video"
+    has_keypoints = keypoints is not None and keypoints.is_file() and comment.get("format") == "fyp-skeleton-video"
     return PoseFrames(frames, "skeleton_video", str(path), declared or recorded, indices, times,
                       str(keypoints) if has_keypoints else None, indices if has_keypoints else None)  # fmt: skip
 

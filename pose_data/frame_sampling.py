@@ -13,6 +13,7 @@ source drops items, a higher one repeats them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 #: Slack when comparing a tick with an input timestamp (float rounding of seconds).
@@ -81,3 +82,35 @@ def make_sampler(fps: float | None = None, stride: int | None = None) -> RateSam
     if fps is not None and stride is not None:
         raise ValueError(f"give a sampling rate (fps {fps}) or a frame stride ({stride}), not both")
     return RateSampler(fps) if fps is not None else StrideSampler(1 if stride is None else stride)
+
+
+class _Enough(Exception):
+    pass
+
+
+def decode_sampled(path, on_kept: Callable[[int, Any, float], None], *, fps: float | None = None, stride: int | None = None,
+                   max_frames: int | None = None) -> tuple[Any, int]:  # fmt: skip
+    """Decode the video at ``path`` (:func:`pose_data.video_decode.decode_video`) and call ``on_kept(index, frame, t)``
+    for each sampled frame (``index``: its place in decode order), at most ``max_frames`` of them.
+
+    Returns ``(result, frames decoded)``: ``result`` is the decode's ``SpanResult``, or None when decoding stopped
+    at ``max_frames``. Raises what ``decode_video`` raises for an unreadable file.
+    """
+    from pose_data.video_decode import decode_video
+
+    sampler = make_sampler(fps, stride)
+    counts = {"decoded": 0, "kept": 0}
+
+    def on_frame(frame, t: float) -> None:
+        index = counts["decoded"]
+        counts["decoded"] += 1
+        for kept_index, kept_frame, kept_t in sampler.add((index, frame, t), t):
+            if max_frames is not None and counts["kept"] >= max_frames:
+                raise _Enough
+            on_kept(kept_index, kept_frame, kept_t)
+            counts["kept"] += 1
+
+    try:
+        return decode_video(path, on_frame=on_frame), counts["decoded"]
+    except _Enough:
+        return None, counts["decoded"]

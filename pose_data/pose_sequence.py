@@ -42,12 +42,11 @@ import pyarrow.parquet as pq
 
 from pose_data.clip_writer import frame_to_rgb
 from pose_data.filtering import FilterConfig, filter_persons
-from pose_data.frame_sampling import make_sampler
+from pose_data.frame_sampling import decode_sampled, make_sampler
 from pose_data.keypoints import PersonPose
 from pose_data.pose_estimator import PoseEstimator
 from pose_data.skeleton import SKELETON_STYLES, render_skeleton
 from pose_data.statuses import OK
-from pose_data.video_decode import decode_video
 
 FORMAT = "fyp-pose-sequence"
 METADATA_KEY = b"fyp_pose_sequence"
@@ -197,11 +196,9 @@ def extract_pose_sequence(
         raise ValueError(f"skeleton style {skeleton_style!r} is not one of {', '.join(SKELETON_STYLES)}")
     sampling.validate()
     start = time.perf_counter()
-    sampler = make_sampler(sampling.fps, sampling.frame_stride)
     rows: dict[str, list] = {f.name: [] for f in SCHEMA}
     pending: list[tuple[int, float, np.ndarray]] = []
     counts: dict[str, int] = {}
-    decoded = [0]
     pose_seconds = [0.0]
 
     def flush() -> None:
@@ -226,24 +223,12 @@ def extract_pose_sequence(
             progress(len(pending))
         pending.clear()
 
-    class _Enough(Exception):
-        pass
+    def on_kept(index: int, frame, t: float) -> None:
+        pending.append((index, t, frame_to_rgb(frame)))
+        if len(pending) >= batch_size:
+            flush()
 
-    def on_frame(frame, t: float) -> None:
-        index = decoded[0]
-        decoded[0] += 1
-        for kept_index, kept_frame, kept_t in sampler.add((index, frame, t), t):
-            if sampling.max_frames is not None and len(rows["frame"]) + len(pending) >= sampling.max_frames:
-                raise _Enough
-            pending.append((kept_index, kept_t, frame_to_rgb(kept_frame)))
-            if len(pending) >= batch_size:
-                flush()
-
-    span = None
-    try:
-        span = decode_video(video, on_frame=on_frame)
-    except _Enough:
-        pass
+    span, decoded = decode_sampled(video, on_kept, fps=sampling.fps, stride=sampling.frame_stride, max_frames=sampling.max_frames)
     flush()
     info = {
         "format": FORMAT,
@@ -254,7 +239,7 @@ def extract_pose_sequence(
         "sampling": asdict(sampling),
         "sampled_fps": _sampled_fps(sampling, span, rows["time"]),
         "frames": len(rows["frame"]),
-        "frames_decoded": decoded[0],
+        "frames_decoded": decoded,
         "decode_errors": span.decode_errors if span is not None else None,
         "counts": counts,
         "seconds": {"total": round(time.perf_counter() - start, 3), "pose": round(pose_seconds[0], 3)},
