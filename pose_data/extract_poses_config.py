@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pose_data.config import load_preset_or_file
 from pose_data.filtering import FilterConfig
-from pose_data.pose_estimator import BACKENDS, DEFAULT_MIN_KEYPOINT_SCORE, PoseModelConfig
+from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelConfig
 from pose_data.pose_sequence import SamplingConfig
 from pose_data.skeleton import SKELETON_STYLES
 
@@ -32,10 +32,7 @@ class ExtractPosesConfig:
     def validate(self) -> None:
         if self.skeleton_style not in SKELETON_STYLES:
             raise ValueError(f"skeleton_style {self.skeleton_style!r} is not one of {', '.join(SKELETON_STYLES)}")
-        if self.pose.backend not in BACKENDS:
-            raise ValueError(f"pose.backend {self.pose.backend!r} is not one of {', '.join(BACKENDS)}")
-        if not self.pose.device.startswith(("cpu", "cuda")):
-            raise ValueError(f"pose.device {self.pose.device!r} must be cpu or cuda[:N]")
+        self.pose.validate()
         if not (isinstance(self.crf, int) and 0 <= self.crf <= 51):
             raise ValueError(f"crf must be an integer in 0..51, got {self.crf!r}")
         self.filter.validate()

@@ -87,10 +87,7 @@ class LaionPoseConfig:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.pose.backend not in ("mmpose", "mediapipe"):
-            raise ValueError(f"pose.backend {self.pose.backend!r} is not one of mmpose, mediapipe")
-        if not self.pose.device.startswith(("cpu", "cuda")):
-            raise ValueError(f"pose.device {self.pose.device!r} must be cpu or cuda[:N]")
+        self.pose.validate()
         # model names, config files and local weights, before any work starts; on a cluster the workers' files
         # and packages may differ from the driver's, and the actors' own load check (before any download) decides
         if self.pose.backend == "mmpose" and self.ray.address is None:

@@ -77,6 +77,13 @@ class PoseModelConfig:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
 
+    def validate(self) -> None:
+        """The checks a pipeline makes before any work (the backend is also checked when it is built)."""
+        if self.backend not in BACKENDS:
+            raise ValueError(f"pose.backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if not self.device.startswith(("cpu", "cuda")):
+            raise ValueError(f"pose.device {self.device!r} must be cpu or cuda[:N]")
+
 
 class PoseEstimator(abc.ABC):
     """Images in, people out. Models are loaded once in ``__init__``; ``__call__`` is inference only.
