@@ -78,9 +78,10 @@ class FollowYourPosePipeline:
         T2IAdapter folder, or the official ``pose_encoder.pth`` (None: the one in the official stage-2 release, or
         none: text-only video); ``video_layers``: a stage-2 ``video_layers/`` folder or the official release (None:
         the video layers at their initial values)."""
-        for name, value in (("base", base), ("pose encoder", pose_encoder), ("video layers", video_layers)):
-            if isinstance(value, (str, os.PathLike)) and str(value).startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
-                raise FileNotFoundError(f"{name} {str(value)!r} does not exist")
+        # the pose encoder's and the base's loaders name a missing input themselves; the video layers are read after
+        # the base has loaded, so a missing folder is named before that
+        if video_layers is not None and not Path(video_layers).exists():
+            raise FileNotFoundError(f"video layers {str(video_layers)!r}: no such folder or file")
         encoder = pose_encoder if isinstance(pose_encoder, PoseEncoder) or pose_encoder is None else load_pose_encoder(pose_encoder)
         loaded = load_base_model(base, dtype=dtype, device=device, revision=revision)
         released = None
