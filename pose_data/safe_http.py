@@ -216,24 +216,22 @@ def _limited_response_class(max_bytes: int, deadline: float):
 def _connection_classes(allow_private: bool, max_bytes: int, deadline: float):
     response_class = _limited_response_class(max_bytes, deadline)
 
-    class Connection(http.client.HTTPConnection):
+    class Checked:
+        """Connects through :func:`checked_create_connection` (the TCP socket watched from the start, the TLS handshake
+        included) and reads through the limited response."""
+
         def __init__(self, *args, deadline_at: float, **kwargs):
             super().__init__(*args, **kwargs)
             self.deadline_at = deadline_at
             self._create_connection = functools.partial(checked_create_connection, allow_private=allow_private, deadline_at=deadline_at)
             self.response_class = response_class
 
-    class SecureConnection(http.client.HTTPSConnection):
-        def __init__(self, *args, deadline_at: float, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.deadline_at = deadline_at
-            # the TCP socket is watched from the start (the TLS handshake included), and TLS is wrapped around it
-            # with the URL's host name
-            self._create_connection = functools.partial(checked_create_connection, allow_private=allow_private, deadline_at=deadline_at)
-            self.response_class = response_class
+    class Connection(Checked, http.client.HTTPConnection):
+        pass
 
+    class SecureConnection(Checked, http.client.HTTPSConnection):
         def connect(self) -> None:
-            super().connect()
+            super().connect()  # TLS is wrapped around the checked TCP socket with the URL's host name
             _watch_until(self.sock, self.deadline_at)  # the TLS socket the response reads from
 
     return Connection, SecureConnection
