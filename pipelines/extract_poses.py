@@ -77,8 +77,9 @@ def _extract_all(videos: list[str], out: Path, cfg: ExtractPosesConfig, progress
         for name, path in names.items():
             folder = out / name
             entry = {"name": name, "source": str(path), "output": str(folder)}
-            if _done(folder, path, settings):
-                entries.append({**entry, "status": SKIPPED, **_summary(read_pose_sequence(folder / "keypoints.parquet").info)})
+            done = _done_info(folder, path, settings)
+            if done is not None:
+                entries.append({**entry, "status": SKIPPED, **_summary(done)})
                 continue
             if estimator is None:
                 from pose_data.pose_estimator import build_pose_estimator
@@ -113,16 +114,16 @@ def _summary(info: dict) -> dict:
     return {k: info.get(k) for k in ("frames", "sampled_fps", "counts", "decode_errors", "seconds")}
 
 
-def _done(folder: Path, source: Path, settings: dict) -> bool:
-    """The video was extracted before from the same file with the same settings."""
+def _done_info(folder: Path, source: Path, settings: dict) -> dict | None:
+    """The recorded info when the video was extracted before from the same file with the same settings, else None."""
     keypoints = folder / "keypoints.parquet"
     if not (keypoints.is_file() and (folder / "skeleton.mp4").is_file()):
-        return False
+        return None
     try:
         info = read_pose_sequence(keypoints).info
     except (ValueError, OSError):
-        return False
-    return info.get("source") == str(source) and info.get("settings") == settings
+        return None
+    return info if info.get("source") == str(source) and info.get("settings") == settings else None
 
 
 def _skeleton_fps(path: Path, cfg: ExtractPosesConfig) -> float:
