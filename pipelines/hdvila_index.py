@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.progress import StatusProgress
-from pipelines.ray_utils import ray_session
+from pipelines.ray_utils import ShardAttempts, is_lost_work, ray_session, worker_location
 from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
 from pose_data.hdvila_config import HdvilaIndexConfig
@@ -27,10 +27,11 @@ from pose_data.hdvila_metadata import metadata_files, read_captions, read_hdvila
 from pose_data.hdvila_shard import ClipShardStats, index_shard
 from pose_data.manifest import count_statuses, package_versions, print_summary
 from pose_data.run_lock import lock_output
-from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output
+from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
 from pose_data.statuses import HDVILA_STATUSES
 
 log = logging.getLogger(__name__)
+SUBFOLDERS = ("index", "clips", "stats")
 OUTPUTS = ("index", "clips", "stats", "manifest.json", "preview.png")
 PLAN_COLUMNS = pa.schema([
     pa.field("key", pa.string()), pa.field("clip_id", pa.string()), pa.field("video_id", pa.string()),
@@ -65,6 +66,7 @@ def _index_task(shard_id: int, input_path: str, videos: dict, cfg_dict: dict, ou
 
     cfg = from_dict(HdvilaIndexConfig, cfg_dict)
     stats = index_shard(shard_id, pq.read_table(input_path), videos["paths"], cfg, Path(out_dir), missing=videos["missing"])
+    stats = dataclasses.replace(stats, **worker_location())
     write_json_atomic(Path(out_dir) / "stats" / f"{stats.shard}.json", dataclasses.asdict(stats))
     return stats
 
@@ -132,7 +134,7 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
         overwrite=overwrite,
         outputs=OUTPUTS,
     )
-    prepare_output(out_dir, ("index", "clips", "stats"))
+    prepare_output(out_dir, SUBFOLDERS)
     todo = collections.deque(_todo(plan, out_dir, cfg))
     done = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
     with StatusProgress(total=plan.num_rows, initial=done, statuses=HDVILA_STATUSES, enabled=progress, unit="clip") as bar:
@@ -150,6 +152,7 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
                     fetched, missing = _download_missing(wanted, video_paths, videos_dir / "_downloaded", cfg)
                     video_paths.update(fetched)
                 _run_shards(todo, plan, out_dir, cfg, {"paths": video_paths, "missing": missing}, bar)
+            sweep_temp_files(out_dir, SUBFOLDERS)  # writes cut short on a node that left mid-run
     manifest = write_manifest(out_dir, plan, cfg, inputs=[str(f) for f in files], captions=caption_file, wall_s=time.time() - started)
     if cfg.preview_clips > 0:
         from pose_data.preview import write_hdvila_preview
@@ -168,23 +171,34 @@ def _download_missing(wanted: dict, found: dict, folder: Path, cfg: HdvilaIndexC
     guards = {"timeout": cfg.download_timeout, "allow_private_addresses": cfg.allow_private_addresses,
               "max_bytes": cfg.max_video_bytes, "max_duration": cfg.max_video_duration}  # fmt: skip
     refs = [task.remote(url, vid, str(folder), guards) for vid, url in wanted.items() if vid not in found and url]
-    paths, errors = {}, {}
-    for vid, path, error in ray.get(refs):
+    paths, errors, lost = {}, {}, []
+    for ref in refs:
+        try:
+            vid, path, error = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            if not is_lost_work(err):
+                raise
+            lost.append(type(err).__name__)
+            continue
         if path:
             paths[vid] = path
         else:
             errors[vid] = error
             log.warning("%s: %s", vid, error)
+    if lost:  # downloads come before any shard: stop here, and a re-run fetches only what is still missing
+        raise RuntimeError(f"{len(lost)} video download task(s) lost by the Ray cluster ({lost[0]}); the videos "
+                           f"already fetched are kept in {folder}: run the same command again to resume")  # fmt: skip
     return paths, errors
 
 
 def _run_shards(todo, plan: ShardPlan, out_dir: Path, cfg: HdvilaIndexConfig, videos: dict, bar: StatusProgress) -> None:
     import ray
 
-    task = ray.remote(_index_task).options(num_cpus=1, max_retries=1, retry_exceptions=True)
+    task = ray.remote(_index_task).options(num_cpus=1, max_retries=2, retry_exceptions=True)
     videos_ref = ray.put(videos)
     cfg_dict = to_dict(cfg)
     limit = 2 * int(ray.cluster_resources().get("CPU", 1))
+    attempts = ShardAttempts(todo)  # a shard whose task a lost node took with it is run again
     running: dict = {}
     while todo or running:
         while todo and len(running) < limit:
@@ -192,9 +206,14 @@ def _run_shards(todo, plan: ShardPlan, out_dir: Path, cfg: HdvilaIndexConfig, vi
             running[task.remote(sid, str(plan.input_path(sid)), videos_ref, cfg_dict, str(out_dir))] = sid
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
-            running.pop(ref)
-            stats: ClipShardStats = ray.get(ref)
+            sid = running.pop(ref)
+            try:
+                stats: ClipShardStats = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                attempts.lost(sid, err)
+                continue
             bar.update(stats.rows, stats.counts)
+    attempts.check()
 
 
 def write_manifest(out_dir: Path, plan: ShardPlan, cfg: HdvilaIndexConfig, *, inputs: list[str], captions: Path | None, wall_s: float) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.progress import StatusProgress
-from pipelines.ray_utils import ray_session, require_resources
+from pipelines.ray_utils import ShardAttempts, ray_session, require_resources, worker_location
 from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
 from pose_data.download import DownloadOptions, download_shard
@@ -31,10 +31,11 @@ from pose_data.metadata_reader import expand_inputs, read_metadata_tables
 from pose_data.pose_batch import PoseBatchRunner
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
 from pose_data.run_lock import lock_output
-from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output
+from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
 from pose_data.statuses import LAION_POSE_STATUSES
 
 log = logging.getLogger(__name__)
+SUBFOLDERS = ("shards", "meta", "stats")
 OUTPUTS = ("shards", "meta", "stats", "manifest.json", "preview.png")
 
 
@@ -107,6 +108,7 @@ def _assemble_stage(shard_id: int, input_path: str, cfg_dict: dict, out_dir: str
         skeleton_style=cfg.skeleton_style,
         out_dir=Path(out_dir),
     )
+    stats = dataclasses.replace(stats, **worker_location())
     write_json_atomic(Path(out_dir) / "stats" / f"{stats.shard}.json", dataclasses.asdict(stats))
     return stats
 
@@ -166,7 +168,7 @@ def _build_laion_pose(inputs: list[str], output: str, cfg: LaionPoseConfig, *, o
         overwrite=overwrite,
         outputs=OUTPUTS,
     )
-    prepare_output(out_dir, ("shards", "meta", "stats"))
+    prepare_output(out_dir, SUBFOLDERS)
     todo = collections.deque(_todo_shards(plan, out_dir))
     done_rows = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
     log.info("%d rows in %d shards; %d shards to do", plan.num_rows, plan.num_shards, len(todo))
@@ -174,6 +176,7 @@ def _build_laion_pose(inputs: list[str], output: str, cfg: LaionPoseConfig, *, o
         if todo:
             with ray_session(cfg.ray.address):
                 _run_shards(todo, plan, out_dir, cfg, bar)
+            sweep_temp_files(out_dir, SUBFOLDERS)  # writes cut short on a node that left mid-run
 
     manifest = write_manifest(out_dir, plan, cfg, inputs=[str(f) for f in files], wall_s=time.time() - started)
     if cfg.preview_images > 0:
@@ -194,7 +197,8 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
         what=f"{cfg.ray.num_pose_workers} pose worker(s) of {cfg.ray.pose_worker_cpus:g} CPU(s) plus 1 CPU for download/write tasks",
     )
     actor_cls = ray.remote(PoseBatchRunner).options(
-        num_cpus=cfg.ray.pose_worker_cpus, num_gpus=gpus, max_restarts=1, max_task_retries=1
+        # a worker that dies (a node lost, the OOM killer) comes back, on another node if need be, and redoes its batch
+        num_cpus=cfg.ray.pose_worker_cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=2
     )
     pool = _ActorPool(
         [actor_cls.remote(cfg.pose, num_threads=max(1, int(cfg.ray.pose_worker_cpus))) for _ in range(cfg.ray.num_pose_workers)]
@@ -206,6 +210,7 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
     cfg_dict = to_dict(cfg)
     limit = cfg.shards_in_flight
 
+    attempts = ShardAttempts(todo)  # a shard whose work a lost node or worker took with it is run again
     downloading: dict = {}  # summary ref -> (shard id, shard ref)
     assembling: dict = {}  # assemble ref -> shard id
     while todo or downloading or assembling:
@@ -217,15 +222,24 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
         for ref in ready:
             if ref in downloading:
                 sid, shard_ref = downloading.pop(ref)
-                pending = ray.get(ref)["pending"]
+                try:
+                    pending = ray.get(ref)["pending"]
+                except ray.exceptions.RayError as err:
+                    attempts.lost(sid, err)
+                    continue
                 batches = [pending[i : i + cfg.pose.batch_size] for i in range(0, len(pending), cfg.pose.batch_size)]
                 pose_refs = [pool.submit(shard_ref, b) for b in batches]
                 a_ref = assemble.remote(sid, str(plan.input_path(sid)), cfg_dict, str(out_dir), shard_ref, *pose_refs)
                 assembling[a_ref] = sid
             else:
-                assembling.pop(ref)
-                stats: ShardStats = ray.get(ref)
+                sid = assembling.pop(ref)
+                try:
+                    stats: ShardStats = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    attempts.lost(sid, err)
+                    continue
                 bar.update(stats.rows, stats.counts)
+    attempts.check()
 
 
 def wait_for_pose_models(actors: list, cfg: LaionPoseConfig) -> None:

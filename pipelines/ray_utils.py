@@ -1,20 +1,26 @@
-"""Ray set-up shared by the pipelines: start or join a cluster, and check it can hold the actors."""
+"""Ray set-up shared by the pipelines: start or join a cluster, check it can hold the actors, and redo the shards
+whose work a cluster lost (a node or a worker process gone)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
+SHARD_ATTEMPTS = 3  # a shard whose work the cluster lost is run again, up to this many attempts in all
+
 
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Join ``address`` (a cluster) or start a local Ray; returns True when this call started it.
+    """Join ``address`` (a cluster: ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``) or start a local Ray; returns
+    True when this call started or joined it.
 
-    Reuses a Ray already initialised in this process (tests start one local cluster for all).
-    """
+    Without an address the run is local even where ``ray start`` left a cluster behind on this machine (plain
+    ``ray.init()`` would join that one). Reuses a Ray already initialised in this process (the tests' cluster)."""
     import ray
 
     if ray.is_initialized():
@@ -25,7 +31,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
         ray.init(address=address, **kwargs)
     else:
         # Ray's workers find the project's packages through the working directory / sys.path.
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     return True
 
 
@@ -51,3 +57,52 @@ def ray_session(address: str | None) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+def worker_location() -> dict[str, str]:
+    """Where the calling task runs: ``host`` name and ``ray_node`` id (empty outside Ray), for a shard's stats."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    return {"host": socket.gethostname(), "ray_node": node or ""}
+
+
+def is_lost_work(err: BaseException) -> bool:
+    """True when Ray lost the work (a node left, a worker process died, an object is gone), so running the shard
+    again can succeed; False for an exception of the task's own code, which would fail the same way again."""
+    import ray
+
+    return isinstance(err, ray.exceptions.RayError) and not isinstance(err, ray.exceptions.RayTaskError)
+
+
+class ShardAttempts:
+    """Shards whose work the cluster lost go back on ``todo``, up to :data:`SHARD_ATTEMPTS` attempts each; the
+    rest of the run goes on meanwhile. :meth:`check` at the end stops the run, in one line, if any shard never
+    finished: the finished ones are kept, and running the same command again resumes."""
+
+    def __init__(self, todo: collections.deque, limit: int = SHARD_ATTEMPTS) -> None:
+        self.todo, self.limit = todo, limit
+        self.attempts: collections.Counter = collections.Counter()
+        self.failed: dict[int, str] = {}
+
+    def lost(self, shard: int, err: BaseException) -> None:
+        """``err`` came from ``shard``'s work: requeue the shard when the cluster lost it, else re-raise ``err``."""
+        if not is_lost_work(err):
+            raise err
+        self.attempts[shard] += 1
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        reason = f"{type(err).__name__}: {first[:200]}"
+        if self.attempts[shard] < self.limit:
+            log.warning("shard %05d: its work was lost (%s); running it again (attempt %d of %d)",
+                        shard, reason, self.attempts[shard] + 1, self.limit)  # fmt: skip
+            self.todo.append(shard)
+        else:
+            self.failed[shard] = reason
+
+    def check(self) -> None:
+        if self.failed:
+            listed = "; ".join(f"{s:05d}: {why}" for s, why in sorted(self.failed.items())[:5])
+            raise RuntimeError(
+                f"{len(self.failed)} shard(s) not finished: the Ray cluster lost their work {self.limit} times ({listed}). "
+                "The finished shards are kept: run the same command again to resume"
+            )

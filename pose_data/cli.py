@@ -34,7 +34,7 @@ LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--max-persons": ("filter.max_persons", int, "more kept persons than this: too_many_persons (default 3)"),
     "--min-image-size": ("filter.min_image_size", int, "shorter side of the original, pixels (default 256)"),
     "--skeleton-style": ("skeleton_style", str, "openpose (ControlNet annotator) or mmpose"),
-    "--ray-address": ("ray.address", str, "join a Ray cluster (auto or ray://host:port); default: local Ray"),
+    "--ray-address": ("ray.address", str, "join a Ray cluster (auto, HOST:PORT or ray://host:port); default: a local Ray of its own"),
     "--num-pose-workers": ("ray.num_pose_workers", int, "pose actors, one model load each (default 1)"),
     "--pose-worker-cpus": ("ray.pose_worker_cpus", float, "CPUs per pose actor (default 1)"),
     "--pose-worker-gpus": ("ray.pose_worker_gpus", float, "GPUs per pose actor (default 1 with --device cuda)"),
@@ -96,7 +96,7 @@ HDVILA_FLAGS: dict[str, tuple[str, type, str]] = {
     "--frames": ("clips.frames", int, "clip shards: N JPEG frames per clip instead of an mp4"),
     "--stride": ("clips.stride", int, "with --frames: keep every S-th decoded frame (default 1)"),
     "--download-timeout": ("download_timeout", int, "seconds per yt-dlp download (default 60)"),
-    "--ray-address": ("ray_address", str, "join a Ray cluster (auto or ray://host:port); default: local Ray"),
+    "--ray-address": ("ray_address", str, "join a Ray cluster (auto, HOST:PORT or ray://host:port); default: a local Ray of its own"),
     "--preview-clips": ("preview_clips", int, "kept clips on preview.png (default 12, 0: none)"),
 }
 HDVILA_SWITCHES = {

@@ -57,6 +57,8 @@ class ClipShardStats:
     seconds: dict[str, float] = field(default_factory=dict)
     frames_decoded: int = 0
     finished_at: float = 0.0
+    host: str = ""  # the machine that wrote the shard, and its Ray node id (empty outside Ray)
+    ray_node: str = ""
 
 
 def filter_clip(result, cfg: ClipFilterConfig) -> tuple[str, str | None]:

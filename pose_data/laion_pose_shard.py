@@ -71,6 +71,8 @@ class ShardStats:
     tar_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
     finished_at: float = 0.0  # time.time() when the shard's files were complete
+    host: str = ""  # the machine that wrote the shard, and its Ray node id (empty outside Ray)
+    ray_node: str = ""
 
 
 def assemble_shard(

@@ -139,4 +139,10 @@ def prepare_output(out_dir: Path, subfolders: tuple[str, ...]) -> None:
     (out_dir / "manifest.json").unlink(missing_ok=True)
     for sub in subfolders:
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(out_dir / sub)
+    sweep_temp_files(out_dir, subfolders)
+
+
+def sweep_temp_files(out_dir: Path, subfolders: tuple[str, ...]) -> int:
+    """Delete the temp files of writes that never finished (a killed run, or a task lost with its node while the
+    run went on); returns how many. Only while holding the output's run lock: no other writer is there."""
+    return sum(remove_stale_temp_files(out_dir / sub) for sub in subfolders)

@@ -81,3 +81,50 @@ def test_a_stalling_server_times_out_and_the_run_ends(ray_local, local_site, tmp
     for caption in "abc":
         assert rows.loc[caption, "status"] == "download_failed" and "timed out" in rows.loc[caption, "error"]
     assert manifest["counts"]["download_failed"] == 3
+
+
+def test_a_shard_whose_work_is_lost_is_queued_again_and_then_named_in_one_line(ray_local):
+    """Real Ray errors: a worker process that dies is lost work (queued again, up to the limit, then named by
+    check()); an exception of the task's own code is raised as it is, not retried."""
+    import collections
+
+    import pytest
+    import ray
+
+    from pipelines.ray_utils import SHARD_ATTEMPTS, ShardAttempts, is_lost_work
+
+    @ray.remote(max_retries=0)
+    def dies() -> None:
+        os._exit(1)
+
+    @ray.remote(max_retries=0)
+    def raises() -> None:
+        raise ValueError("a bug in the shard's own code")
+
+    def error_of(ref) -> BaseException:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError as err:
+            return err
+        raise AssertionError("the task did not fail")
+
+    crashed, bug = error_of(dies.remote()), error_of(raises.remote())
+    assert is_lost_work(crashed) and not is_lost_work(bug)
+
+    todo: collections.deque = collections.deque()
+    attempts = ShardAttempts(todo)
+    for _ in range(1, SHARD_ATTEMPTS):
+        attempts.lost(7, crashed)
+        assert list(todo) == [7] and not attempts.failed
+        todo.popleft()
+    attempts.check()  # nothing failed for good yet
+    attempts.lost(7, crashed)  # the last attempt
+    assert not todo and 7 in attempts.failed
+    with pytest.raises(RuntimeError) as raised:
+        attempts.check()
+    message = str(raised.value)
+    assert "1 shard(s) not finished" in message and "00007: WorkerCrashedError" in message and "resume" in message
+    assert "\n" not in message
+    with pytest.raises(ValueError, match="a bug in the shard's own code"):
+        attempts.lost(8, bug)
+    assert not todo and 8 not in attempts.failed
