@@ -23,6 +23,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from pose_data.pose_estimator import PoseModelLoadError
+
 log = logging.getLogger("fyp-generate")
 SIDECAR_FORMAT = "fyp-generated-video"
 
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_many(pipe, args, flags)
         sidecar = generate_one(pipe, args.prompt, args.pose, Path(args.output), flags, progress=not args.no_progress)
         print(f"{args.output}: {sidecar['frames']} frames at {sidecar['fps']:g} fps, seed {sidecar['seed']} (settings: {sidecar_path(Path(args.output))})")
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, PoseModelLoadError) as err:
         print(f"fyp-generate: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0

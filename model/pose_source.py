@@ -253,14 +253,16 @@ def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | No
 
 def _from_driving_video(path: Path, num_frames, fps, stride, style: str | None, extract_config) -> PoseFrames:
     from pose_data.extract_poses_config import ExtractPosesConfig
-    from pose_data.pose_estimator import build_pose_estimator
+    from pose_data.pose_estimator import load_pose_estimator
     from pose_data.pose_sequence import extract_pose_sequence
 
     cfg = extract_config or ExtractPosesConfig()
     style = style or "openpose"
     frames: list[np.ndarray] = []
     log.info("extracting poses from the driving video %s with %s", path, cfg.pose.backend)
-    with build_pose_estimator(cfg.pose) as estimator:
+    way_out = ("use --pose-backend mediapipe (offline), or extract the poses first with `pose-data extract-poses VIDEO "
+               "--det-checkpoint PATH --pose-checkpoint PATH` and pass its keypoints.parquet as the pose")  # fmt: skip
+    with load_pose_estimator(cfg.pose, way_out=way_out) as estimator:
         sequence = extract_pose_sequence(
             path, estimator, filter_cfg=cfg.filter, min_keypoint_score=cfg.min_keypoint_score, skeleton_style=style,
             sampling=SamplingConfig(fps=fps, frame_stride=stride, max_frames=num_frames), batch_size=cfg.pose.batch_size,

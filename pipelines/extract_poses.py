@@ -81,10 +81,14 @@ def _extract_all(videos: list[str], out: Path, cfg: ExtractPosesConfig, progress
             if done is not None:
                 entries.append({**entry, "status": SKIPPED, **_summary(done)})
                 continue
-            if estimator is None:
-                from pose_data.pose_estimator import build_pose_estimator
+            if not path.is_file():  # before the model loads: a run of only missing files loads none
+                log.error("%s: no such file", path)
+                entries.append({**entry, "status": FAILED, "error": "no such file"})
+                continue
+            if estimator is None:  # PoseModelLoadError: one line, and the run stops
+                from pose_data.pose_estimator import load_pose_estimator
 
-                estimator = build_pose_estimator(cfg.pose)
+                estimator = load_pose_estimator(cfg.pose)
             try:
                 info = _extract_one(path, folder, estimator, cfg, settings, progress)
                 entries.append({**entry, "status": DONE, **_summary(info)})
@@ -135,8 +139,6 @@ def _skeleton_fps(path: Path, cfg: ExtractPosesConfig) -> float:
 
 
 def _extract_one(path: Path, folder: Path, estimator, cfg: ExtractPosesConfig, settings: dict, progress: bool) -> dict:
-    if not path.is_file():
-        raise VideoDecodeError("no such file")
     fps = _skeleton_fps(path, cfg)
     comment = {"format": "fyp-skeleton-video", "skeleton_style": cfg.skeleton_style, "source": str(path)}
     with tqdm(desc=path.name, unit="frame", disable=not progress, leave=False) as bar, \

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from pose_data.laion_pose_shard import ShardStats, assemble_shard, shard_name
 from pose_data.manifest import count_statuses, package_versions, print_summary
 from pose_data.metadata_reader import expand_inputs, read_metadata_tables
 from pose_data.pose_batch import PoseBatchRunner
-from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
+from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelLoadError, describe_load_failure
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
 from pose_data.statuses import LAION_POSE_STATUSES
@@ -251,22 +250,9 @@ def wait_for_pose_models(actors: list, cfg: LaionPoseConfig) -> None:
         ray.get([actor.ready.remote() for actor in actors])
     except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
         cause = getattr(err, "cause", None)  # the worker's own exception, when Ray kept it
-        raise RuntimeError(pose_model_failure(cfg, str(cause) if cause is not None else str(err))) from None
-
-
-def pose_model_failure(cfg: LaionPoseConfig, error: str) -> str:
-    pose = cfg.pose
-    if pose.backend == "mmpose":
-        what = (f"mmpose detector {pose.det_model} (checkpoint {pose.det_checkpoint}) and keypoint model {pose.pose_model} "
-                f"(checkpoint {pose.pose_checkpoint}) on {pose.device}")  # fmt: skip
-        way_out = ("give local weights with --det-checkpoint PATH and --pose-checkpoint PATH ('auto' downloads the official "
-                   "ones, which needs internet), or use --pose-backend mediapipe (offline)")  # fmt: skip
-    else:
-        what, way_out = f"{pose.backend} on {pose.device}", "check the backend's install (scripts/setup.sh)"
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line)]
-    cause = (causes or lines or ["unknown error"])[-1]
-    return f"the pose model could not be loaded ({what}): {cause[:300]}; {way_out}"
+        if isinstance(cause, PoseModelLoadError):
+            raise RuntimeError(str(cause)) from None
+        raise RuntimeError(describe_load_failure(cfg.pose, str(cause) if cause is not None else str(err))) from None
 
 
 def write_manifest(out_dir: Path, plan: ShardPlan, cfg: LaionPoseConfig, *, inputs: list[str], wall_s: float) -> dict:

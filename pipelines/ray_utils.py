@@ -28,11 +28,30 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     if address:
+        check_reachable(address)
         ray.init(address=address, **kwargs)
     else:
         # Ray's workers find the project's packages through the working directory / sys.path.
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
     return True
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster address that nothing answers at stops the run in one line within ``timeout`` seconds (Ray itself
+    keeps retrying for minutes). ``auto`` is left to Ray, which says at once when it finds no cluster."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err)).lower()
+        raise ConnectionError(
+            f"--ray-address {address}: no Ray cluster answers there ({reason}); start one with `ray start --head` "
+            "on that machine, or leave --ray-address out for a local run"
+        ) from None
 
 
 def require_resources(*, cpus: float, gpus: float, what: str) -> None:

@@ -122,7 +122,11 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key.sub=value")
         key, raw = item.split("=", 1)
-        set_dotted(out, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({yaml_problem(err)})") from None
+        set_dotted(out, key.strip(), value)
     return out
 
 
@@ -133,11 +137,21 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: what is wrong and where (line and column, counted from 1)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping at top level")
     return data

@@ -13,7 +13,7 @@ import numpy as np
 
 from pose_data.download import DownloadedShard
 from pose_data.image_decode import ImageDecodeError, decode_image
-from pose_data.pose_estimator import PoseModelConfig, build_pose_estimator
+from pose_data.pose_estimator import PoseModelConfig, PoseModelLoadError, load_pose_estimator
 
 
 @dataclass
@@ -35,16 +35,15 @@ class PoseBatchRunner:
             torch.set_num_threads(num_threads)
         self.estimator, self.load_error = None, None
         try:
-            self.estimator = build_pose_estimator(cfg)
-        except Exception as err:  # noqa: BLE001 - kept and raised by ready() in one line, not as a worker crash
-            first = next((line for line in str(err).splitlines() if line.strip()), "")
-            self.load_error = f"{type(err).__module__}.{type(err).__name__}: {first}".removeprefix("builtins.")
+            self.estimator = load_pose_estimator(cfg)
+        except PoseModelLoadError as err:  # kept and raised by ready(), not as a worker crash
+            self.load_error = str(err)
 
     def ready(self) -> str:
         """The loaded model's name: a driver waits on this so a model that cannot load stops the run first
         (RuntimeError naming why, as one line)."""
         if self.estimator is None:
-            raise RuntimeError(self.load_error)
+            raise PoseModelLoadError(self.load_error)
         return self.estimator.name
 
     def estimate(self, shard: DownloadedShard, indices: np.ndarray) -> PoseBatchResult:

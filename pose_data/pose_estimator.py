@@ -16,6 +16,7 @@ and a process normally needs only one of them.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,3 +139,38 @@ def build_pose_estimator(cfg: PoseModelConfig) -> PoseEstimator:
 
         return MediaPipePoseEstimator(cfg)
     raise ValueError(f"Unknown pose backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+class PoseModelLoadError(RuntimeError):
+    """The pose model could not be built. The message is one line: the model, where its weights come from, why it
+    failed, and the way out."""
+
+
+MMPOSE_WAY_OUT = ("give local weights with --det-checkpoint PATH and --pose-checkpoint PATH ('auto' downloads the "
+                  "official ones, which needs internet), or use --pose-backend mediapipe (offline)")  # fmt: skip
+
+
+def describe_load_failure(cfg: PoseModelConfig, error: str, way_out: str | None = None) -> str:
+    """One line for a model that did not load, from ``error`` (any text: its last ``SomeError: ...`` line is the
+    cause). ``way_out``: what to do instead, for a command whose flags differ from ``pose-data``'s."""
+    if cfg.backend == "mmpose":
+        what = (f"mmpose detector {cfg.det_model} (checkpoint {cfg.det_checkpoint}) and keypoint model {cfg.pose_model} "
+                f"(checkpoint {cfg.pose_checkpoint}) on {cfg.device}")  # fmt: skip
+        way_out = way_out or MMPOSE_WAY_OUT
+    else:
+        what, way_out = f"{cfg.backend} on {cfg.device}", way_out or "check the backend's install (scripts/setup.sh)"
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line)]
+    cause = (causes or lines or ["unknown error"])[-1]
+    return f"the pose model could not be loaded ({what}): {cause[:300]}; {way_out}"
+
+
+def load_pose_estimator(cfg: PoseModelConfig, *, way_out: str | None = None) -> PoseEstimator:
+    """:func:`build_pose_estimator`, with any failure (weights that cannot be downloaded or read, a missing GPU, a
+    broken install) raised as :class:`PoseModelLoadError` in one line instead of the backend's traceback."""
+    try:
+        return build_pose_estimator(cfg)
+    except Exception as err:  # noqa: BLE001 - every cause becomes the one line; the original stays as __cause__
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        kind = f"{type(err).__module__}.{type(err).__name__}".removeprefix("builtins.")
+        raise PoseModelLoadError(describe_load_failure(cfg, f"{kind}: {first}", way_out)) from err

@@ -29,7 +29,9 @@ checkpoints; :func:`allow_openmmlab_checkpoint_globals` allowlists exactly what 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -40,6 +42,11 @@ import torch
 
 from pose_data.keypoints import PersonPose
 from pose_data.pose_estimator import PoseEstimator, PoseModelConfig, check_images, checkpoint_or_none
+
+# The OpenMMLab stack's import-time noise, printed before every run otherwise: albumentations asks PyPI for a newer
+# release (a network call), and mmengine imports the deprecated pkg_resources.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 log = logging.getLogger(__name__)
 

@@ -76,3 +76,21 @@ def test_bad_choices_are_named(tmp_path):
     assert proc.returncode == 2 and "skeleton_style 'stick' is not one of openpose, mmpose" in proc.stderr
     proc = run("build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--set", "pose.devcie=cuda")
     assert proc.returncode == 2 and "unknown config key(s) pose.devcie" in proc.stderr
+
+
+def test_a_ray_address_where_no_cluster_answers_stops_at_once(tmp_path):
+    """Ray itself retries an unreachable cluster for minutes; the run says so in one line within seconds."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port on this machine that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    meta = tmp_path / "m.csv"
+    meta.write_text("URL,TEXT\nhttp://127.0.0.1:9/a.jpg,a\n")
+    start = time.time()
+    proc = run("build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--config", "tiny", "--ray-address", f"127.0.0.1:{port}", "--no-progress")
+    assert proc.returncode == 2 and time.time() - start < 60 and "Traceback" not in proc.stderr
+    assert f"--ray-address 127.0.0.1:{port}: no Ray cluster answers there (connection refused)" in proc.stderr
+    proc = run("build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--config", "tiny", "--ray-address", "no-port", "--no-progress")
+    assert proc.returncode == 2 and "--ray-address 'no-port': expected auto, HOST:PORT or ray://HOST:PORT" in proc.stderr

@@ -53,6 +53,17 @@ def test_errors_name_the_key():
         preset_or_file("nope.yaml")
 
 
+def test_yaml_that_does_not_parse_is_named_with_its_line(tmp_path):
+    from pose_data.config import load_yaml
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("input:\n  shard_size: [4,\n")
+    with pytest.raises(ValueError, match=r"config file .*broken.yaml is not valid YAML: .* at line 3, column 1$"):
+        load_yaml(broken)
+    with pytest.raises(ValueError, match=r"override 'input.shard_size=\[4,': the value is not valid YAML"):
+        parse_overrides(["input.shard_size=[4,"])
+
+
 def test_a_partial_section_keeps_the_fields_own_defaults():
     """extract-poses' filter defaults differ from FilterConfig's: setting one key must not bring the others back."""
     from pose_data.extract_poses_config import ExtractPosesConfig

@@ -174,3 +174,18 @@ def test_rotation_variable_frame_rate_and_a_file_that_breaks_off(tmp_path):
     assert np.allclose(pd.read_parquet(tmp_path / "o" / "vfr" / "keypoints.parquet")["time"], VFR_TIMES, atol=1e-3)
     broken = pd.read_parquet(tmp_path / "o" / "cut" / "keypoints.parquet")
     assert 20 < len(broken) < 120 and (broken["status"] == "ok").sum() > 15
+
+
+def test_a_pose_model_that_cannot_load_is_one_line_and_missing_videos_load_none(local_site, tmp_path):
+    """Weights that cannot be fetched (a 404 on 127.0.0.1 stands in for an offline 'auto' download): one line naming
+    the model and the way out, no traceback. A run whose only video is missing never loads the model."""
+    weights = local_site.url("extract/no-such-weights.pth")
+    model = ["--pose-backend", "mmpose", "--det-model", "rtmdet-tiny", "--det-checkpoint", weights, "--pose-checkpoint", "none"]
+    proc = run(str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "a"), *model)
+    assert proc.returncode == 2 and "missing.mp4: no such file" in proc.stderr
+    assert local_site.hits.get("extract/no-such-weights.pth", 0) == 0 and "could not be loaded" not in proc.stderr
+    proc = run(str(CARPHONE), "--output", str(tmp_path / "b"), *model)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "the pose model could not be loaded (mmpose detector rtmdet-tiny" in errors[0]
+    assert "HTTP Error 404" in errors[0] and weights in errors[0] and "--pose-backend mediapipe" in errors[0]
