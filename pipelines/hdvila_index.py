@@ -207,12 +207,9 @@ def _run_shards(todo, plan: ShardPlan, out_dir: Path, cfg: HdvilaIndexConfig, vi
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
             sid = running.pop(ref)
-            try:
-                stats: ClipShardStats = ray.get(ref)
-            except ray.exceptions.RayError as err:
-                attempts.lost(sid, err)
-                continue
-            bar.update(stats.rows, stats.counts)
+            stats: ClipShardStats | None = attempts.result(sid, ref)
+            if stats is not None:
+                bar.update(stats.rows, stats.counts)
     attempts.check()
 
 

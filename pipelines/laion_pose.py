@@ -221,23 +221,19 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
         for ref in ready:
             if ref in downloading:
                 sid, shard_ref = downloading.pop(ref)
-                try:
-                    pending = ray.get(ref)["pending"]
-                except ray.exceptions.RayError as err:
-                    attempts.lost(sid, err)
+                summary = attempts.result(sid, ref)
+                if summary is None:
                     continue
+                pending = summary["pending"]
                 batches = [pending[i : i + cfg.pose.batch_size] for i in range(0, len(pending), cfg.pose.batch_size)]
                 pose_refs = [pool.submit(shard_ref, b) for b in batches]
                 a_ref = assemble.remote(sid, str(plan.input_path(sid)), cfg_dict, str(out_dir), shard_ref, *pose_refs)
                 assembling[a_ref] = sid
             else:
                 sid = assembling.pop(ref)
-                try:
-                    stats: ShardStats = ray.get(ref)
-                except ray.exceptions.RayError as err:
-                    attempts.lost(sid, err)
-                    continue
-                bar.update(stats.rows, stats.counts)
+                stats: ShardStats | None = attempts.result(sid, ref)
+                if stats is not None:
+                    bar.update(stats.rows, stats.counts)
     attempts.check()
 
 

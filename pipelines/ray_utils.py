@@ -104,6 +104,17 @@ class ShardAttempts:
         self.attempts: collections.Counter = collections.Counter()
         self.failed: dict[int, str] = {}
 
+    def result(self, shard: int, ref):
+        """``ray.get(ref)`` of ``shard``'s work; None when the cluster lost it (the shard is queued again or, after
+        the last attempt, kept for :meth:`check`). An exception of the task's own code is raised as it is."""
+        import ray
+
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as err:
+            self.lost(shard, err)
+            return None
+
     def lost(self, shard: int, err: BaseException) -> None:
         """``err`` came from ``shard``'s work: requeue the shard when the cluster lost it, else re-raise ``err``."""
         if not is_lost_work(err):

@@ -128,3 +128,10 @@ def test_a_shard_whose_work_is_lost_is_queued_again_and_then_named_in_one_line(r
     with pytest.raises(ValueError, match="a bug in the shard's own code"):
         attempts.lost(8, bug)
     assert not todo and 8 not in attempts.failed
+
+    queue: collections.deque = collections.deque()
+    fresh = ShardAttempts(queue)
+    assert fresh.result(3, ray.put({"pending": [1, 2]})) == {"pending": [1, 2]} and not queue
+    assert fresh.result(4, dies.remote()) is None and list(queue) == [4]  # lost: queued again, not raised
+    with pytest.raises(ValueError, match="a bug in the shard's own code"):
+        fresh.result(5, raises.remote())
