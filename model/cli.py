@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("make-tiny-base", help="write a tiny random SD 1.x-layout model (offline tests and demo)")
     tiny.add_argument("output", metavar="DIR")
     tiny.add_argument("--seed", type=int, default=0)
+    clip = sub.add_parser("make-tiny-clip", help="write a tiny random CLIPModel + processor (offline fyp-eval plumbing)")
+    clip.add_argument("output", metavar="DIR")
+    clip.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -72,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             from model.tiny_base import make_tiny_base
 
             print(f"tiny base model written to {make_tiny_base(args.output, seed=args.seed)}")
+        elif args.command == "make-tiny-clip":
+            from model.tiny_clip import make_tiny_clip
+
+            print(f"tiny CLIP model written to {make_tiny_clip(args.output, seed=args.seed)}")
     except (ValueError, OSError) as err:  # bad arguments, missing or unreadable inputs, an unreachable hub
         print(f"fyp-train {args.command}: error: {err}", file=sys.stderr)
         return 2

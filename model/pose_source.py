@@ -204,7 +204,9 @@ def _from_folder(path: Path, num_frames: int | None, stride: int | None) -> Pose
     return PoseFrames(frames, "skeleton_frames", str(path), None, chosen)
 
 
-def _sample_rows(times: list[float], num_frames: int | None, fps: float | None, stride: int | None) -> list[int]:
+def sample_rows(times: list[float], num_frames: int | None, fps: float | None, stride: int | None) -> list[int]:
+    """The rows of a pose sequence with timestamps ``times`` kept when sampling at ``fps`` (nearest row per tick)
+    or every ``stride``-th row, at most ``num_frames``."""
     sampler = make_sampler(fps, stride)
     chosen: list[int] = []
     for i, t in enumerate(times):
@@ -217,7 +219,7 @@ def _sample_rows(times: list[float], num_frames: int | None, fps: float | None, 
 def _from_keypoints(path: Path, num_frames, fps, stride, style: str | None) -> PoseFrames:
     sequence = read_pose_sequence(path)
     times = sequence.table.column("time").to_pylist()
-    rows = _sample_rows(times, num_frames, fps, stride)
+    rows = sample_rows(times, num_frames, fps, stride)
     style = style or sequence.info.get("skeleton_style") or "openpose"
     subset = PoseSequence(sequence.table.take(rows), sequence.info)
     try:

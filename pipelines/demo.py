@@ -14,6 +14,8 @@
    8 fps) and a 16-frame video following them (``fyp-generate``: two and a half windows of 8 frames,
    so the long-video path runs) from the stage-1 pose encoder and the stage-2 video layers, skeleton
    and video side by side, with its JSON sidecar.
+6. Evaluation: ``fyp-eval`` on that folder with a tiny random CLIP (``fyp-train make-tiny-clip``) and MediaPipe:
+   CLIP score, frame consistency and pose AP of the generated part against the requested poses.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
     grid = run_stage1_demo(out, lp)
     gif = run_stage2_demo(out, hdvila)
     poses, video = run_generate_demo(out, progress=progress)
+    evaluation = run_eval_demo(out, video.parent, progress=progress)
     print(
         "\nDemo done. Look at:\n"
         f"  {lp / 'preview.png'}   kept images with skeletons, counts by status\n"
@@ -69,6 +72,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  {poses / 'skeleton.mp4'}   skeletons of the bundled driving video; pd.read_parquet('{poses / 'keypoints.parquet'}')\n"
         f"  {video}   16 generated frames following those poses, skeleton | video (tiny random SD: noise)\n"
         f"  {video.with_suffix('.json')}   every setting, the seed, the models, the pose frames used\n"
+        f"  {evaluation / 'metrics.parquet'}   fyp-eval: CLIP score, frame consistency, pose AP per video; summary.json\n"
         f"  tensorboard --logdir {out}   (stage1/logs and stage2/logs)"
     )
     return out
@@ -145,3 +149,19 @@ def run_generate_demo(out: Path, *, progress: bool = True) -> tuple[Path, Path]:
     video = out / "generate" / "carphone.mp4"
     generate_one(pipe, "a man talking on the phone in a car", str(poses / "skeleton.mp4"), video, settings, progress=progress)
     return poses, video
+
+
+def run_eval_demo(out: Path, videos: Path, *, progress: bool = True) -> Path:
+    """fyp-eval on the generated folder: a tiny random CLIP (its scores are plumbing) and MediaPipe poses."""
+    from model.eval_config import EvalConfig
+    from model.eval_config import preset_or_file as eval_preset
+    from model.eval_inputs import read_inputs
+    from model.evaluate_videos import evaluate_videos, format_table
+    from model.tiny_clip import make_tiny_clip
+
+    clip = make_tiny_clip(out / "tiny-clip", seed=0)
+    cfg = load_config(EvalConfig, eval_preset("eval-tiny"), {"clip_model": str(clip)})
+    shutil.rmtree(out / "eval", ignore_errors=True)  # the demo starts afresh each time
+    summary = evaluate_videos(read_inputs([str(videos)]), cfg, out / "eval", inputs=[str(videos)], progress=progress)
+    print(format_table(summary, output=out / "eval"))
+    return out / "eval"

@@ -1,0 +1,168 @@
+"""What ``fyp-eval`` scores: one :class:`EvalItem` per video, from a folder of ``fyp-generate`` output or a JSONL.
+
+- A **folder**: every ``fyp-generate`` JSON sidecar in it (any depth) is one video: its prompt, its size (for a
+  side-by-side video, only the generated right-hand part is scored) and the keypoints file and rows of its pose
+  frames. A video file (``.mp4``, ``.gif``) without a sidecar is an item that cannot be scored (its prompt is
+  unknown), as is a sidecar whose video is gone.
+- A **JSONL** file: one object per line, ``video``, ``prompt`` and, optionally, ``pose``: the pose the video was
+  asked to follow, a ``keypoints.parquet`` of ``pose-data extract-poses``, a driving video, or a skeleton video /
+  frame folder (which has no keypoints: pose accuracy stays empty, unless it is an extract-poses skeleton video
+  with its ``keypoints.parquet`` beside it), and ``keypoint_rows``, the keypoints file's row for each frame.
+  Relative paths are taken from the current folder, else from the JSONL file's folder. A bad line is an item
+  carrying its error; the other lines are scored.
+
+Frame i of the video is compared with pose frame i: row ``keypoint_rows[i]`` when the rows are known (a sidecar
+records them), else the pose frame at the video frame's time ``i / fps``, sampled as ``fyp-generate`` samples a
+pose source (nearest frame per tick).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.generate_cli import SIDECAR_FORMAT
+from pose_data.video_writer import VIDEO_SUFFIXES
+
+
+@dataclass
+class EvalItem:
+    video: str
+    prompt: str | None = None
+    pose: str | None = None  # the pose source as given (a sidecar's pose.source, or the JSONL's pose)
+    pose_kind: str | None = None  # keypoints, driving_video, skeleton_video, skeleton_frames; None: find out
+    keypoints: str | None = None  # the keypoints.parquet to compare with (known from a sidecar)
+    keypoint_rows: list[int] | None = None  # its row per video frame; None: sample by time
+    crop_width: int | None = None  # side-by-side video: score the right-most crop_width columns
+    fps: float | None = None  # the frame rate the sidecar records (else the decoded one)
+    origin: str = ""  # the sidecar, or FILE.jsonl:LINE
+    error: str | None = None  # why the video cannot be scored at all
+    no_pose: str | None = None  # why pose accuracy stays empty
+
+
+def read_inputs(inputs: list[str]) -> list[EvalItem]:
+    """The items of every INPUT (a folder or a ``.jsonl`` file); FileNotFoundError / ValueError naming an INPUT that
+    is neither, or holds no video."""
+    items: list[EvalItem] = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            found = _from_folder(path)
+        elif path.is_file() and path.suffix.lower() == ".jsonl":
+            found = _from_jsonl(path)
+        elif path.exists():
+            raise ValueError(f"INPUT {given}: not a folder of fyp-generate videos or a .jsonl file")
+        else:
+            raise FileNotFoundError(f"INPUT {given!r} does not exist")
+        if not found:
+            raise ValueError(f"INPUT {given}: no video in it (a folder needs fyp-generate's videos and .json sidecars)")
+        items.extend(found)
+    return items
+
+
+def _from_folder(folder: Path) -> list[EvalItem]:
+    items, claimed = [], set()
+    for sidecar in sorted(folder.rglob("*.json")):
+        try:
+            data = json.loads(sidecar.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue  # not ours (generate_manifest.json is ours but not a sidecar: it has another format)
+        if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+            continue
+        video = sidecar.parent / str(data.get("video") or sidecar.with_suffix(".mp4").name)
+        claimed.add(video.resolve())
+        items.append(_from_sidecar(video, sidecar, data))
+    for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
+        if video.resolve() not in claimed:
+            items.append(EvalItem(str(video), origin=str(video), error="no fyp-generate sidecar (.json) beside it, so its prompt "
+                                  "is unknown: list it in a .jsonl INPUT with its prompt and pose"))  # fmt: skip
+    return items
+
+
+def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
+    item = EvalItem(str(video), origin=str(sidecar))
+    try:
+        pose = data.get("pose") or {}
+        item.prompt = data["prompt"]
+        item.pose, item.pose_kind = pose.get("source"), pose.get("kind")
+        item.fps = float(data["fps"]) if data.get("fps") else None
+        if data.get("side_by_side"):
+            item.crop_width = int(data["width"])
+        if not isinstance(item.prompt, str):
+            raise TypeError("its prompt is not a string")
+    except (KeyError, TypeError, ValueError) as err:
+        item.error = f"sidecar {sidecar}: not a readable fyp-generate sidecar ({err})"
+        return item
+    if not video.is_file():
+        item.error = f"the video {video.name} of sidecar {sidecar.name} does not exist"
+        return item
+    keypoints, rows = pose.get("keypoints"), pose.get("keypoint_rows")
+    if not keypoints:
+        kind = (item.pose_kind or "pose source").replace("_", " ")
+        item.no_pose = f"the pose was a {kind} without keypoints: there is nothing to compare the frames with"
+        return item
+    found = _existing(keypoints, sidecar.parent, by_name=True)
+    if found is None:
+        item.no_pose = f"the keypoints file {keypoints} the sidecar records does not exist (here or beside the sidecar)"
+        return item
+    item.keypoints = str(found)
+    if isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows):
+        item.keypoint_rows = rows
+    return item
+
+
+def _existing(name: str, folder: Path, *, by_name: bool = False) -> Path | None:
+    """``name`` as given (absolute, or from the current folder), else from ``folder`` (``by_name``: its file name
+    there; files moved together with the sidecar)."""
+    path = Path(name).expanduser()
+    for candidate in (path, folder / path, folder / path.name if by_name else None):
+        if candidate is not None and candidate.exists():
+            return candidate
+    return None
+
+
+def _from_jsonl(file: Path) -> list[EvalItem]:
+    items = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        item = EvalItem("", origin=where)
+        try:
+            values = json.loads(line)
+            if not isinstance(values, dict):
+                raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+            unknown = sorted(set(values) - {"video", "prompt", "pose", "keypoint_rows"})
+            if unknown:
+                raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: video, prompt, pose, keypoint_rows)")
+            for key in ("video", "prompt"):
+                if not isinstance(values.get(key), str) or not values[key].strip():
+                    raise ValueError(f"{key} must be a non-empty string, got {values.get(key)!r}")
+            item.video, item.prompt = values["video"], values["prompt"]
+            video = _existing(item.video, file.parent)
+            if video is None:
+                raise ValueError(f"the video {item.video} does not exist")
+            item.video = str(video)
+            rows = values.get("keypoint_rows")
+            if rows is not None and not (isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows)):
+                raise ValueError(f"keypoint_rows must be a list of row numbers >= 0, got {rows!r}")
+            item.keypoint_rows = rows
+            pose = values.get("pose")
+            if pose is None:
+                item.no_pose = "no pose given for this video"
+            elif not isinstance(pose, str) or not pose.strip():
+                raise ValueError(f"pose must be a path, got {pose!r}")
+            else:
+                item.pose = pose
+                found = _existing(pose, file.parent)
+                if found is None:
+                    item.no_pose = f"the pose {pose} does not exist"
+                else:
+                    item.pose = str(found)
+        except json.JSONDecodeError as err:
+            item.error = f"{where}: not JSON ({err.msg})"
+        except ValueError as err:
+            item.error = f"{where}: {err}"
+        items.append(item)
+    return items

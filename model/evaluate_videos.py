@@ -1,0 +1,346 @@
+"""``fyp-eval``'s work: score generated videos, one row each, into ``DIR/metrics.parquet`` and ``DIR/summary.json``.
+
+Per video (an :class:`model.eval_inputs.EvalItem`): decode every frame (PyAV; for a side-by-side video only the
+generated right-hand part), then
+
+- CLIP score and frame consistency (:mod:`model.clip_metrics`, ``100 * cosine``);
+- the pose backend on every frame: ``person_found`` is the share of frames where it finds someone;
+- the requested pose frame of each frame (:mod:`model.eval_inputs`; a driving video's poses are extracted here with
+  the same backend, at the video's frame rate, and kept in ``DIR/poses/``), and COCO keypoint AP
+  (:mod:`model.pose_accuracy`) over the frames that have one.
+
+``DIR/metrics.parquet`` columns (one row per video):
+
+================= ================ ===========================================================================
+column            type             meaning
+================= ================ ===========================================================================
+path              string           the video
+prompt            string           its prompt
+status            string           ``ok`` or ``failed`` (the video could not be scored at all)
+reason            string           why it failed (null when ok)
+frames            int32            frames decoded (and scored)
+fps               float64          the sidecar's frame rate, else the decoded one
+width, height     int32            size of the scored frames (the generated part of a side-by-side video)
+clip_score        float64          100 * mean text-frame CLIP cosine
+frame_consistency float64          100 * mean CLIP cosine of consecutive frames (null for one frame)
+pose_ap           float64          COCO keypoint AP (0-1) against the requested pose (null: see pose_reason)
+person_found      float64          share of frames where the pose backend found a person (0-1)
+pose_frames       int32            frames compared with a requested pose frame
+pose_reason       string           why pose_ap is null (no pose given, a skeleton video without keypoints, ...)
+pose_source       string           the pose the video was asked to follow
+frame_clip_scores list<float64>    100 * text-frame cosine, per frame
+frame_persons     list<int32>      persons found, per frame
+frame_oks         list<float64>    best OKS of any found person with any requested one, per paired frame
+seconds           float64          time spent on this video
+================= ================ ===========================================================================
+
+Resuming: every scored video is appended to ``DIR/scored.jsonl`` as it finishes; a run over the same inputs with
+the same models takes a video from there when its file (size, modification time), prompt and pose are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from model.clip_metrics import SCALE, ClipEmbedder, clip_score, exact_mean, frame_clip_cosines, frame_consistency
+from model.eval_config import EvalConfig
+from model.eval_inputs import EvalItem
+from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
+from pose_data.atomic import atomic_path, write_json_atomic
+from pose_data.clip_writer import frame_to_rgb
+from pose_data.video_decode import VideoDecodeError, decode_video
+
+log = logging.getLogger(__name__)
+FORMAT = "fyp-eval"
+OK, FAILED = "ok", "failed"
+SCHEMA = pa.schema([
+    ("path", pa.string()), ("prompt", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("frames", pa.int32()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
+    ("clip_score", pa.float64()), ("frame_consistency", pa.float64()), ("pose_ap", pa.float64()),
+    ("person_found", pa.float64()), ("pose_frames", pa.int32()), ("pose_reason", pa.string()), ("pose_source", pa.string()),
+    ("frame_clip_scores", pa.list_(pa.float64())), ("frame_persons", pa.list_(pa.int32())), ("frame_oks", pa.list_(pa.float64())),
+    ("seconds", pa.float64()),
+])  # fmt: skip
+SCALES = {
+    "clip_score": "100 x cosine of CLIP text and frame embeddings, averaged over frames (the paper's scale)",
+    "frame_consistency": "100 x cosine of CLIP embeddings of consecutive frames, averaged (a percentage)",
+    "pose_ap": "COCO keypoint AP, OKS 0.50:0.95, 0-1 (xtcocotools COCOeval)",
+    "person_found": "share of frames with a person found, 0-1",
+}
+
+
+class Models:
+    """The CLIP model and the pose estimator, each loaded on first use (a fully resumed run loads neither)."""
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        self.cfg = cfg
+        self._clip: ClipEmbedder | None = None
+        self._pose = None
+
+    @property
+    def clip(self) -> ClipEmbedder:
+        if self._clip is None:
+            self._clip = ClipEmbedder.from_pretrained(self.cfg.clip_model, device=self.cfg.device or "cpu")
+        return self._clip
+
+    @property
+    def pose(self):
+        if self._pose is None:
+            from pose_data.pose_estimator import load_pose_estimator
+
+            self._pose = load_pose_estimator(self.cfg.pose)
+        return self._pose
+
+    def close(self) -> None:
+        if self._pose is not None:
+            self._pose.close()
+
+
+def fingerprint(cfg: EvalConfig) -> dict:
+    """What changes the scores: the CLIP model and the pose model (not devices or batch sizes)."""
+    pose = {k: v for k, v in asdict(cfg.pose).items() if k not in ("device", "batch_size")}
+    return {"clip_model": cfg.clip_model, "pose": pose}
+
+
+def item_key(item: EvalItem, cfg: EvalConfig) -> str | None:
+    """The resume key of a video: its file, prompt, pose and the models; None when it cannot be scored anyway."""
+    if item.error:
+        return None
+    try:
+        stat = os.stat(item.video)
+    except OSError:
+        return None
+    pose_files = [p for p in (item.keypoints, item.pose) if p and Path(p).is_file()]
+    stamps = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in pose_files]
+    what = {"video": str(Path(item.video).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns, "item": asdict(item),
+            "pose_files": stamps, "models": fingerprint(cfg)}  # fmt: skip
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def decode_frames(item: EvalItem) -> tuple[list[np.ndarray], float]:
+    """Every frame of the video (the generated part of a side-by-side one) and its frame rate."""
+    frames: list[np.ndarray] = []
+    span = decode_video(item.video, on_frame=lambda frame, t: frames.append(frame_to_rgb(frame)))
+    if item.crop_width and frames and frames[0].shape[1] > item.crop_width:
+        frames = [np.ascontiguousarray(f[:, -item.crop_width :]) for f in frames]
+    return frames, item.fps or span.fps
+
+
+def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, poses_dir: Path) -> tuple[list[dict] | None, float, str | None]:
+    """The requested pose row of each video frame (at most ``frames``), the pose file's keypoint threshold, and why
+    there are none."""
+    from model.pose_source import detect_kind, sample_rows
+    from pose_data.pose_sequence import read_pose_sequence
+
+    if item.no_pose:
+        return None, 0.0, item.no_pose
+    source = item.keypoints or item.pose
+    rows = item.keypoint_rows
+    kind = "keypoints" if item.keypoints else detect_kind(Path(source))
+    if kind == "skeleton_frames":
+        return None, 0.0, "the pose is a folder of skeleton frames: there are no keypoints to compare the frames with"
+    if kind == "skeleton_video":
+        from pose_data.video_writer import read_video_comment
+
+        beside = Path(source).parent / "keypoints.parquet"
+        if (read_video_comment(source) or {}).get("format") != "fyp-skeleton-video" or not beside.is_file():
+            return None, 0.0, "the pose is a skeleton video without keypoints: there is nothing to compare the frames with"
+        source = str(beside)
+    if kind == "driving_video":
+        sequence = extract_driving_poses(Path(source), frames, fps, models, poses_dir / f"{Path(item.video).stem}.keypoints.parquet")
+        rows = rows or list(range(sequence.table.num_rows))
+    else:
+        try:
+            sequence = read_pose_sequence(source)
+        except (ValueError, OSError) as err:
+            return None, 0.0, f"the pose {source} cannot be read: {err}"
+    table = sequence.table
+    if rows is None:
+        rows = sample_rows(table.column("time").to_pylist(), frames, fps, None)
+    rows = rows[:frames]
+    if rows and max(rows) >= table.num_rows:
+        return None, 0.0, f"the pose {source} has {table.num_rows} rows but row {max(rows)} is asked for"
+    return table.take(rows).to_pylist(), float(sequence.info["min_keypoint_score"]), None
+
+
+def extract_driving_poses(video: Path, frames: int, fps: float, models: Models, save_to: Path):
+    """The poses of a driving video at ``fps`` (as fyp-generate samples it), with the evaluation's pose backend."""
+    from pose_data.extract_poses_config import ExtractPosesConfig
+    from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE
+    from pose_data.pose_sequence import SamplingConfig, extract_pose_sequence
+
+    defaults = ExtractPosesConfig()
+    sequence = extract_pose_sequence(
+        video, models.pose, filter_cfg=defaults.filter, min_keypoint_score=DEFAULT_MIN_KEYPOINT_SCORE[models.cfg.pose.backend],
+        skeleton_style=defaults.skeleton_style, sampling=SamplingConfig(fps=fps, max_frames=frames), batch_size=models.cfg.pose.batch_size,
+    )  # fmt: skip
+    sequence.save(save_to)
+    return sequence
+
+
+def score_video(item: EvalItem, models: Models, poses_dir: Path) -> dict:
+    """One video's row (:data:`SCHEMA`) plus its COCO annotations (``_paired``, ``_requested``, ``_detected``) for the
+    pooled AP. A video that cannot be decoded is a failed row."""
+    started = time.perf_counter()
+    row: dict = {"path": item.video, "prompt": item.prompt, "pose_source": item.pose or item.keypoints}
+    if item.error:
+        return {**row, "status": FAILED, "reason": item.error}
+    try:
+        frames, fps = decode_frames(item)
+    except VideoDecodeError as err:
+        return {**row, "status": FAILED, "reason": f"the video cannot be decoded: {err.reason}"}
+    height, width = frames[0].shape[:2]
+    clip = models.clip
+    images = clip.image_embeddings(frames, models.cfg.batch_size)
+    text = clip.text_embedding(item.prompt)
+    people = []
+    batch = models.cfg.pose.batch_size
+    for start in range(0, len(frames), batch):
+        people.extend(models.pose(frames[start : start + batch]))
+    row.update(status=OK, reason=None, frames=len(frames), fps=fps, width=width, height=height,
+               clip_score=clip_score(text, images), frame_consistency=frame_consistency(images),
+               person_found=sum(bool(p) for p in people) / len(frames),
+               frame_clip_scores=[SCALE * float(c) for c in frame_clip_cosines(text, images)],
+               frame_persons=[len(p) for p in people], _pairs=len(frames) - 1)  # fmt: skip
+    try:
+        requested, min_score, why = requested_rows(item, len(frames), fps, models, poses_dir)
+    except (ValueError, OSError, VideoDecodeError) as err:
+        reason = getattr(err, "reason", None) or str(err)
+        requested, min_score, why = None, 0.0, f"the pose {item.pose} cannot be read: {reason}"
+    paired = 0 if requested is None else min(len(requested), len(frames))
+    if requested is not None:
+        gt = requested_annotations(requested[:paired], width, height, min_score)
+        dt = detected_annotations(people[:paired])
+        result = keypoint_ap([(paired, gt, dt)])
+        if result.ap is None:
+            why = "no person with a visible keypoint is requested in any frame"
+        else:
+            row.update(_requested=gt, _detected=dt)
+        row.update(pose_ap=result.ap, frame_oks=result.frame_oks[0])
+    row.update(pose_frames=paired, pose_reason=why, seconds=round(time.perf_counter() - started, 3))
+    return row
+
+
+def _load_scored(path: Path) -> dict[str, dict]:
+    """The rows already scored (a torn last line from a killed run is skipped)."""
+    done: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                done[entry["key"]] = entry["row"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
+def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.PathLike, *, inputs: list[str] | None = None,
+                    progress: bool = True) -> dict:  # fmt: skip
+    """Score ``items`` into ``output`` (module doc); returns the summary (also ``output/summary.json``)."""
+    from tqdm import tqdm
+
+    from pose_data.config import to_dict
+    from pose_data.manifest import package_versions
+
+    started = time.perf_counter()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    scored_file = out / "scored.jsonl"
+    done = _load_scored(scored_file)
+    models = Models(cfg)
+    rows, reused = [], 0
+    bar = tqdm(total=len(items), unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with open(scored_file, "a", encoding="utf-8") as journal:
+            for item in items:
+                key = item_key(item, cfg)
+                if key is not None and key in done:
+                    row, reused = done[key], reused + 1
+                else:
+                    row = score_video(item, models, out / "poses")
+                    if key is not None and row["status"] == OK:
+                        journal.write(json.dumps({"key": key, "row": row}) + "\n")
+                        journal.flush()
+                rows.append(row)
+                bar.set_postfix({"failed": sum(r["status"] == FAILED for r in rows)}, refresh=False)
+                bar.update(1)
+    finally:
+        bar.close()
+        models.close()
+    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in SCHEMA} for r in rows], schema=SCHEMA)
+    with atomic_path(out / "metrics.parquet") as tmp:
+        pq.write_table(table, tmp)
+    summary = {
+        "format": FORMAT,
+        "inputs": inputs,
+        "config": to_dict(cfg),
+        "models": {"clip": cfg.clip_model, "pose": _pose_model_name(cfg)},
+        "scales": SCALES,
+        "counts": {"videos": len(rows), OK: sum(r["status"] == OK for r in rows), FAILED: sum(r["status"] == FAILED for r in rows),
+                   "with_pose_ap": sum(r.get("pose_ap") is not None for r in rows), "reused": reused},  # fmt: skip
+        "overall": overall(rows),
+        "versions": package_versions(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _pose_model_name(cfg: EvalConfig) -> str:
+    if cfg.pose.backend == "mediapipe":
+        return "mediapipe BlazePose full"
+    return f"mmpose {cfg.pose.det_model} ({cfg.pose.det_checkpoint}) + {cfg.pose.pose_model} ({cfg.pose.pose_checkpoint})"
+
+
+def overall(rows: list[dict]) -> dict:
+    """The figures over every scored video: CLIP score over all frames (the paper averages over frames), frame
+    consistency over all consecutive pairs, pose AP pooled over all paired frames (one COCOeval), and the means of
+    the per-video figures."""
+    ok = [r for r in rows if r["status"] == OK]
+    frame_scores = [s for r in ok for s in r["frame_clip_scores"]]
+    pairs = [(r["frame_consistency"], r["_pairs"]) for r in ok if r.get("frame_consistency") is not None]
+    posed = [r for r in ok if r.get("pose_ap") is not None]
+    pooled = keypoint_ap([(r["pose_frames"], r["_requested"], r["_detected"]) for r in posed]) if posed else None
+    return {
+        "clip_score": exact_mean(frame_scores),
+        "frame_consistency": math.fsum(fc * n for fc, n in pairs) / sum(n for _, n in pairs) if pairs else None,
+        "pose_ap": pooled.ap if pooled else None,
+        "person_found": exact_mean(r["person_found"] for r in ok),
+        "clip_score_mean_per_video": exact_mean(r["clip_score"] for r in ok),
+        "frame_consistency_mean_per_video": exact_mean(fc for fc, _ in pairs),
+        "pose_ap_mean_per_video": exact_mean(r["pose_ap"] for r in posed),
+        "frames": len(frame_scores),
+        "pose_frames": sum(r["pose_frames"] for r in posed),
+    }
+
+
+def format_table(summary: dict, rows: pa.Table | None = None, output: str | os.PathLike | None = None) -> str:
+    """The per-video table and the overall line, for the terminal."""
+    if rows is None:
+        rows = pq.read_table(Path(output) / "metrics.parquet")
+
+    def num(value, digits=2):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [f"{'video':<32} {'frames':>6} {'CLIP':>6} {'consist':>7} {'pose AP':>7} {'person':>6}  note"]
+    for r in rows.to_pylist():
+        name = Path(r["path"]).name[-32:]
+        note = r["reason"] if r["status"] == FAILED else (r["pose_reason"] or "")
+        lines.append(f"{name:<32} {r['frames'] if r['frames'] is not None else '-':>6} {num(r['clip_score']):>6} "
+                     f"{num(r['frame_consistency']):>7} {num(r['pose_ap'], 3):>7} {num(r['person_found']):>6}  {note}")  # fmt: skip
+    o, c = summary["overall"], summary["counts"]
+    lines.append(f"{'overall (' + str(c[OK]) + ' of ' + str(c['videos']) + ' videos)':<32} {o['frames']:>6} {num(o['clip_score']):>6} "
+                 f"{num(o['frame_consistency']):>7} {num(o['pose_ap'], 3):>7} {num(o['person_found']):>6}")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""Pose accuracy: how well the people in generated frames follow the requested poses, as COCO keypoint AP.
+
+For every frame i of a generated video that has a requested pose frame i:
+
+- **requested** (COCO's ground truth): the persons of the requested pose frame (a ``keypoints.parquet`` row; only
+  ``ok`` rows hold persons the sampler was shown, every other row asked for no one), mapped into the generated
+  frame by the geometry ``fyp-generate`` drew them with (:func:`model.frame_transforms.cover_and_center_crop`:
+  scale to cover, centre crop). A keypoint is labelled visible when its score is at least the pose file's own
+  threshold (the one its skeletons were drawn with) and it lies inside the frame; a person with no visible
+  keypoint is ignored, as COCO ignores such annotations.
+- **detected**: every person the pose backend finds in the generated frame, its keypoints and person score.
+
+Matching and AP are xtcocotools' ``COCOeval(iouType="keypoints")``, the evaluator MMPose uses: object keypoint
+similarity ``OKS = mean over visible keypoints of exp(-d^2 / (2 s^2 (2 sigma_k)^2))`` with COCO's per-keypoint
+sigmas, greedy matching by detection score, AP averaged over OKS thresholds 0.50:0.05:0.95 (COCO's AP, range 0-1,
+area "all", up to 20 detections per frame). The requested poses have no segmentation, so the object scale is
+COCO's rule for such ground truth (xtcocotools ``use_area=False``, as for CrowdPose and AI Challenger):
+``s^2 = 0.53 * w * h`` of the requested person's box in the generated frame. A frame where no one was requested
+and someone was found counts that detection as a false positive.
+
+Annotations are plain JSON-able dicts (``frame``, ``keypoints`` as 51 numbers, ``bbox`` as x, y, w, h), so one
+video's can be stored and many videos pooled into one AP (:func:`keypoint_ap` over several videos).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from pose_data.keypoints import COCO17_NAMES, NUM_KEYPOINTS, PersonPose
+
+#: COCO's per-keypoint OKS constants (the keypoint order of :data:`COCO17_NAMES`), what xtcocotools uses for 17 keypoints.
+COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]) / 10.0
+#: OKS thresholds COCO's AP averages over.
+OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+#: xtcocotools' object scale for ground truth without a segmentation area: this share of the box area.
+BOX_AREA_SHARE = 0.53
+
+
+@dataclass(frozen=True)
+class CoverCrop:
+    """The geometry of :func:`model.frame_transforms.cover_and_center_crop` from a ``src_w`` x ``src_h`` frame to a
+    ``width`` x ``height`` one: ``x' = x * sx - x0``, ``y' = y * sy - y0`` (continuous pixel coordinates)."""
+
+    sx: float
+    sy: float
+    x0: float
+    y0: float
+    width: int
+    height: int
+
+    @classmethod
+    def between(cls, src_w: int, src_h: int, width: int, height: int) -> CoverCrop:
+        scale = max(width / src_w, height / src_h)
+        nw, nh = max(width, round(src_w * scale)), max(height, round(src_h * scale))
+        return cls(nw / src_w, nh / src_h, (nw - width) // 2, (nh - height) // 2, width, height)
+
+    def points(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64)
+        return np.stack([xy[..., 0] * self.sx - self.x0, xy[..., 1] * self.sy - self.y0], axis=-1)
+
+
+def requested_annotations(rows: list[dict], width: int, height: int, min_score: float) -> list[dict]:
+    """COCO ground-truth annotations of requested pose frames ``rows`` (``keypoints.parquet`` rows as dicts, row i
+    for generated frame i) in a ``width`` x ``height`` generated frame (module doc)."""
+    annotations = []
+    for frame, row in enumerate(rows):
+        if row.get("status", "ok") != "ok":
+            continue
+        crop = CoverCrop.between(int(row["width"]), int(row["height"]), width, height)
+        boxes = row.get("bboxes") or [None] * len(row["keypoints"] or [])
+        for keypoints, box in zip(row["keypoints"] or [], boxes):
+            kps = np.asarray(keypoints, dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
+            xy = crop.points(kps[:, :2])
+            inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+            visible = inside & (kps[:, 2] >= min_score)
+            if box is not None:
+                corners = crop.points(np.asarray(box, dtype=np.float64).reshape(2, 2))
+            elif visible.any():
+                corners = np.stack([xy[visible].min(axis=0), xy[visible].max(axis=0)])
+            else:
+                corners = np.zeros((2, 2))
+            (bx0, by0), (bx1, by1) = np.clip(corners, 0, [width, height])
+            flat = np.column_stack([xy, np.where(visible, 2, 0)]).ravel()
+            annotations.append({"frame": frame, "keypoints": [round(float(v), 3) for v in flat],
+                                "bbox": [float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)], "num_keypoints": int(visible.sum())})  # fmt: skip
+    return annotations
+
+
+def detected_annotations(people_per_frame: list[list[PersonPose]]) -> list[dict]:
+    """COCO detection results of the persons the backend found, frame by frame."""
+    return [{"frame": frame, "keypoints": [round(float(v), 3) for v in person.keypoints.ravel()], "score": float(person.score)}
+            for frame, people in enumerate(people_per_frame) for person in people]  # fmt: skip
+
+
+@dataclass
+class KeypointAP:
+    ap: float | None  # COCO AP in [0, 1]; None when no visible person was requested in any frame
+    frame_oks: list[list[float | None]]  # per video, per frame: the best OKS of any detection with any requested person
+    requested_persons: int
+    detected_persons: int
+
+
+def keypoint_ap(videos: list[tuple[int, list[dict], list[dict]]]) -> KeypointAP:
+    """COCO keypoint AP of one or many videos pooled: ``(frames, requested, detected)`` per video, ``frames`` the
+    number of paired frames and the annotations of :func:`requested_annotations` / :func:`detected_annotations`."""
+    from xtcocotools.coco import COCO
+    from xtcocotools.cocoeval import COCOeval
+
+    images, gts, dts, ids = [], [], [], []
+    for frames, requested, detected in videos:
+        base = len(images)
+        ids.append(list(range(base + 1, base + frames + 1)))
+        images.extend({"id": base + f + 1, "width": 1, "height": 1} for f in range(frames))
+        gts.extend({**a, "image_id": base + a["frame"] + 1, "category_id": 1, "iscrowd": 0, "id": len(gts) + i + 1}
+                   for i, a in enumerate(a for a in requested if a["frame"] < frames))  # fmt: skip
+        dts.extend({**a, "image_id": base + a["frame"] + 1, "category_id": 1} for a in detected if a["frame"] < frames)
+    visible = sum(a["num_keypoints"] > 0 for a in gts)
+    empty = [[None] * len(frame_ids) for frame_ids in ids]
+    if not visible:
+        return KeypointAP(None, empty, 0, len(dts))
+    if not dts:
+        return KeypointAP(0.0, empty, visible, 0)
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO's tools print their progress
+        truth = COCO()
+        truth.dataset = {"images": images, "annotations": gts,
+                         "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17_NAMES), "skeleton": []}]}  # fmt: skip
+        truth.createIndex()
+        results = truth.loadRes(dts)
+        evaluator = COCOeval(truth, results, "keypoints", sigmas=COCO_SIGMAS, use_area=False)
+        evaluator.params.imgIds = [i for frame_ids in ids for i in frame_ids]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    ap = float(evaluator.stats[0])
+    frame_oks = [[_best(evaluator.ious.get((i, 1))) for i in frame_ids] for frame_ids in ids]
+    return KeypointAP(None if ap < 0 else ap, frame_oks, visible, len(dts))
+
+
+def _best(ious) -> float | None:
+    if ious is None or len(ious) == 0:
+        return None
+    return round(float(np.max(ious)), 6)
