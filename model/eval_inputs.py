@@ -99,8 +99,7 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
         return item
     keypoints, rows = pose.get("keypoints"), pose.get("keypoint_rows")
     if not keypoints:
-        kind = (item.pose_kind or "pose source").replace("_", " ")
-        item.no_pose = f"the pose was a {kind} without keypoints: there is nothing to compare the frames with"
+        item.no_pose = no_keypoints_reason(item.pose_kind)
         return item
     found = _existing(keypoints, sidecar.parent, by_name=True)
     if found is None:
@@ -110,6 +109,11 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
     if isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows):
         item.keypoint_rows = rows
     return item
+
+
+def no_keypoints_reason(kind: str | None) -> str:
+    what = {"skeleton_frames": "a folder of skeleton frames", "skeleton_video": "a skeleton video"}.get(kind or "", "a pose source")
+    return f"the pose is {what} without keypoints: there is nothing to compare the frames with"
 
 
 def _existing(name: str, folder: Path, *, by_name: bool = False) -> Path | None:

@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from model.clip_metrics import SCALE, ClipEmbedder, clip_score, exact_mean, frame_clip_cosines, frame_consistency
 from model.eval_config import EvalConfig
-from model.eval_inputs import EvalItem
+from model.eval_inputs import EvalItem, no_keypoints_reason
 from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
 from pose_data.atomic import atomic_path, write_json_atomic
 from pose_data.clip_writer import frame_to_rgb
@@ -150,16 +150,17 @@ def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, pose
     rows = item.keypoint_rows
     kind = "keypoints" if item.keypoints else detect_kind(Path(source))
     if kind == "skeleton_frames":
-        return None, 0.0, "the pose is a folder of skeleton frames: there are no keypoints to compare the frames with"
+        return None, 0.0, no_keypoints_reason(kind)
     if kind == "skeleton_video":
         from pose_data.video_writer import read_video_comment
 
         beside = Path(source).parent / "keypoints.parquet"
         if (read_video_comment(source) or {}).get("format") != "fyp-skeleton-video" or not beside.is_file():
-            return None, 0.0, "the pose is a skeleton video without keypoints: there is nothing to compare the frames with"
+            return None, 0.0, no_keypoints_reason(kind)
         source = str(beside)
     if kind == "driving_video":
-        sequence = extract_driving_poses(Path(source), frames, fps, models, poses_dir / f"{Path(item.video).stem}.keypoints.parquet")
+        tag = hashlib.sha1(f"{item.video}|{source}".encode()).hexdigest()[:8]
+        sequence = extract_driving_poses(Path(source), frames, fps, models, poses_dir / f"{Path(item.video).stem}-{tag}.keypoints.parquet")
         rows = rows or list(range(sequence.table.num_rows))
     else:
         try:

@@ -115,8 +115,9 @@ def keypoint_ap(videos: list[tuple[int, list[dict], list[dict]]]) -> KeypointAP:
         base = len(images)
         ids.append(list(range(base + 1, base + frames + 1)))
         images.extend({"id": base + f + 1, "width": 1, "height": 1} for f in range(frames))
-        gts.extend({**a, "image_id": base + a["frame"] + 1, "category_id": 1, "iscrowd": 0, "id": len(gts) + i + 1}
-                   for i, a in enumerate(a for a in requested if a["frame"] < frames))  # fmt: skip
+        for a in requested:
+            if a["frame"] < frames:
+                gts.append({**a, "image_id": base + a["frame"] + 1, "category_id": 1, "iscrowd": 0, "id": len(gts) + 1})
         dts.extend({**a, "image_id": base + a["frame"] + 1, "category_id": 1} for a in detected if a["frame"] < frames)
     visible = sum(a["num_keypoints"] > 0 for a in gts)
     empty = [[None] * len(frame_ids) for frame_ids in ids]

@@ -53,6 +53,13 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     sidecar = json.loads(video.with_suffix(".json").read_text())
     assert sidecar["windows"] == [[0, 8], [4, 8], [8, 8]] and sidecar["models"]["video_layers"].endswith("video_layers")
     assert str(video) in proc.stdout
+    # fyp-eval on the generated folder: the generated half of the video against the driving video's keypoints
+    metrics = pd.read_parquet(tmp_path / "demo" / "eval" / "metrics.parquet").iloc[0]
+    assert metrics["status"] == "ok" and metrics["frames"] == 16 and (metrics["width"], metrics["height"]) == (64, 64)
+    assert metrics["pose_frames"] == 16 and metrics["pose_source"].endswith("skeleton.mp4") and 0.0 <= metrics["pose_ap"] <= 1.0
+    assert -100 <= metrics["clip_score"] <= 100 and len(metrics["frame_clip_scores"]) == 16
+    assert json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())["counts"]["ok"] == 1
+    assert "metrics.parquet" in proc.stdout and "carphone.mp4" in proc.stdout
 
 
 def test_missing_input_is_named(tmp_path):

@@ -1,0 +1,356 @@
+"""``fyp-eval``: CLIP score and frame consistency on a tiny random CLIPModel with the real CLIP tokenizer, pose AP by
+construction on a real photo through real MediaPipe (AP 1.0 with its own keypoints, and as COCO's OKS formula says
+when they are shifted), and the command on fyp-generate folders and JSONL files, with broken inputs and a resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from model.clip_metrics import ClipEmbedder, clip_score, consecutive_cosines, frame_consistency
+from model.eval_cli import main as eval_main
+from model.tiny_base import make_clip_tokenizer
+from model.tiny_clip import make_tiny_clip
+from pose_data.clip_writer import frame_to_rgb
+from pose_data.pose_estimator import PoseModelConfig, build_pose_estimator
+from pose_data.pose_sequence import SCHEMA, PoseSequence
+from pose_data.skeleton import render_skeleton
+from pose_data.video_decode import decode_video
+from pose_data.video_writer import write_video
+
+SAMPLES = Path(str(resources.files("pose_data") / "sample_data" / "laion"))
+PHOTO = SAMPLES / "astronaut.jpg"  # one person, 8 confident BlazePose keypoints
+COCO_SIGMAS = [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089]
+THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
+MIN_SCORE = 0.5
+
+
+def photo(name: str = "astronaut", size: int | None = None) -> np.ndarray:
+    image = Image.open(SAMPLES / f"{name}.jpg").convert("RGB")
+    return np.array(image if size is None else image.resize((size, size)))
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory) -> Path:
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", seed=0)
+
+
+@pytest.fixture(scope="module")
+def clip(clip_dir) -> ClipEmbedder:
+    return ClipEmbedder.from_pretrained(str(clip_dir))
+
+
+# ------------------------------------------------------------------------------------------------ CLIP metrics
+
+
+def test_the_tiny_clip_tokenizes_as_clip_does(clip):
+    ids = clip.processor.tokenizer("a photo of a yoga pose")["input_ids"]
+    assert ids == make_clip_tokenizer()("a photo of a yoga pose")["input_ids"]
+    assert ids[0] == 49406 and ids[-1] == 49407 and ids[1:3] == [320, 1125]  # <|startoftext|> a photo ... <|endoftext|>
+
+
+def test_clip_score_is_100_times_the_mean_text_frame_cosine(clip, clip_dir):
+    frames = [photo(name, 96) for name in ("astronaut", "cameraman", "coffee")]
+    prompt = "an astronaut in a white suit"
+    images = clip.image_embeddings(frames, batch_size=2)
+    text = clip.text_embedding(prompt)
+    # the reference: the model called directly, one frame at a time, cosines in torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
+    with torch.no_grad():
+        t = model.get_text_features(**processor.tokenizer([prompt], return_tensors="pt"))
+        t = t if isinstance(t, torch.Tensor) else t.pooler_output
+        cos = []
+        for frame in frames:
+            v = model.get_image_features(pixel_values=processor.image_processor(images=[frame], return_tensors="pt")["pixel_values"])
+            v = v if isinstance(v, torch.Tensor) else v.pooler_output
+            cos.append(torch.nn.functional.cosine_similarity(v, t).item())
+    score = clip_score(text, images)
+    assert score == pytest.approx(100 * sum(cos) / 3, abs=1e-4)
+    assert -100 <= score <= 100 and all(-1 <= c <= 1 for c in cos)
+    assert len({round(c, 6) for c in cos}) == 3  # the frames differ, so do their scores
+
+
+def test_identical_frames_are_exactly_consistent_and_reversing_the_frames_changes_nothing(clip):
+    same = clip.image_embeddings([photo("astronaut", 64)] * 5, batch_size=2)  # across batches too
+    assert consecutive_cosines(same).tolist() == [1.0] * 4
+    assert frame_consistency(same) == 100.0
+    varied = clip.image_embeddings([photo(name, 64) for name in ("astronaut", "cameraman", "coffee", "chelsea", "grace_hopper")])
+    value = frame_consistency(varied)
+    assert value < 100.0 and -100 <= value <= 100
+    assert frame_consistency(varied[::-1]) == value
+    assert frame_consistency(varied[:1]) is None  # one frame has no pair
+
+
+# ------------------------------------------------------------------------------------------------ pose accuracy
+
+
+@pytest.fixture(scope="module")
+def mediapipe():
+    estimator = build_pose_estimator(PoseModelConfig(backend="mediapipe"))
+    yield estimator
+    estimator.close()
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory, mediapipe):
+    """The real photo as a 4-frame mp4 at 8 fps, its decoded frames, and MediaPipe's people on the photo and on each
+    decoded frame."""
+    folder = tmp_path_factory.mktemp("astronaut")
+    image = photo()
+    video = write_video([image] * 4, folder / "astronaut.mp4", 8.0)
+    decoded: list[np.ndarray] = []
+    decode_video(video, on_frame=lambda frame, t: decoded.append(frame_to_rgb(frame)))
+    return {"folder": folder, "video": video, "photo": mediapipe([image])[0], "frames": mediapipe(decoded)}
+
+
+def write_keypoints(path: Path, people_per_frame: list, width: int = 512, height: int = 512) -> Path:
+    """An extract-poses keypoints.parquet at 8 fps holding these people."""
+    rows = {f.name: [] for f in SCHEMA}
+    for i, people in enumerate(people_per_frame):
+        records = [p.to_record() for p in people]
+        for key, value in (("frame", i), ("time", i / 8), ("width", width), ("height", height), ("status", "ok" if records else "no_person"),
+                           ("error", None), ("num_persons", len(records)), ("bboxes", [r["bbox"] for r in records]),
+                           ("person_scores", [r["score"] for r in records]), ("keypoints", [r["keypoints"] for r in records])):  # fmt: skip
+            rows[key].append(value)
+    info = {"format": "fyp-pose-sequence", "skeleton_style": "openpose", "min_keypoint_score": MIN_SCORE, "backend": "mediapipe"}
+    return PoseSequence(pa.table(rows, schema=SCHEMA), info).save(path)
+
+
+def run_eval(clip_dir, capsys, *args: str) -> tuple[int, str, str]:
+    code = eval_main([*args, "--clip-model", str(clip_dir), "--pose-backend", "mediapipe", "--device", "cpu", "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def jsonl(path: Path, lines: list) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_a_real_photo_asked_to_follow_its_own_keypoints_scores_ap_1(astronaut, clip_dir, tmp_path, capsys):
+    """Asked to follow the photo's own MediaPipe keypoints (a keypoints file), or the video itself as the driving
+    video (its poses extracted by fyp-eval with the same backend): both score AP 1.0."""
+    requested = write_keypoints(tmp_path / "keypoints.parquet", [astronaut["photo"]] * 4)
+    lines = jsonl(tmp_path / "videos.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(requested)},
+                                              {"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(astronaut["video"])}])  # fmt: skip
+    code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 0, err
+    rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    for _, row in rows.iterrows():
+        assert row["status"] == "ok" and row["frames"] == 4 and row["pose_frames"] == 4
+        assert row["pose_ap"] == 1.0 and row["person_found"] == 1.0 and list(row["frame_persons"]) == [1, 1, 1, 1]
+    assert min(rows["frame_oks"].iloc[0]) > 0.95  # the mp4's compression moves the found keypoints by a few pixels
+    assert list(rows["frame_oks"].iloc[1]) == [1.0] * 4  # the very same frames: the very same keypoints
+    extracted = list((tmp_path / "eval" / "poses").glob("astronaut-*.keypoints.parquet"))
+    assert len(extracted) == 1 and (pd.read_parquet(extracted[0])["status"] == "ok").all()
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["overall"]["pose_ap"] == 1.0 and summary["counts"] == {"videos": 2, "ok": 2, "failed": 0, "with_pose_ap": 2, "reused": 0}
+    assert summary["overall"]["pose_frames"] == 8 and summary["models"]["pose"] == "mediapipe BlazePose full"
+    assert "astronaut.mp4" in out and "1.000" in out
+
+
+def hand_oks(person, dx: float, width: int = 512, height: int = 512) -> float:
+    """COCO's OKS of ``person`` moved right by ``dx`` against ``person``: exp(-d^2 / (2 s^2 (2 sigma)^2)) averaged over the
+    requested keypoints that are confident and inside the frame, s^2 = 0.53 x the requested box's area."""
+    x0, y0, x1, y1 = (min(max(v, 0), limit) for v, limit in zip(person.bbox, (width, height, width, height)))
+    area = 0.53 * (x1 - x0) * (y1 - y0)
+    terms = []
+    for (x, y, score), sigma in zip(person.keypoints.tolist(), COCO_SIGMAS):
+        if score >= MIN_SCORE and 0 <= x + dx < width and 0 <= y < height:
+            terms.append(math.exp(-(dx**2) / (2 * area * (2 * sigma) ** 2)))
+    return sum(terms) / len(terms)
+
+
+def test_shifted_keypoints_lower_ap_as_cocos_oks_formula_says(astronaut, clip_dir, tmp_path, capsys):
+    """The requested pose is what MediaPipe finds on each decoded frame, moved right by dx: the found keypoints are
+    then exactly dx away from the requested ones, so every frame's OKS is the hand formula's and AP is the share of
+    COCO's thresholds 0.50, 0.55, ..., 0.95 that OKS reaches."""
+    found = astronaut["frames"]
+    assert all(len(people) == 1 for people in found)
+    lines, expected = [], []
+    for target in (0.975, 0.825, 0.625, 0.3):  # OKS in the middle of a threshold step: AP 1.0, 0.7, 0.3, 0.0
+        dx = _shift_for(found[0][0], target)
+        moved = [[_moved(people[0], dx)] for people in found]
+        oks = [hand_oks(people[0], dx) for people in found]
+        reached = {sum(t <= value for t in THRESHOLDS) for value in oks}
+        assert len(reached) == 1  # every frame on the same step
+        expected.append((oks, reached.pop() / 10))
+        lines.append({"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(write_keypoints(tmp_path / f"{target}.parquet", moved))})
+    code, _, err = run_eval(clip_dir, capsys, str(jsonl(tmp_path / "v.jsonl", lines)), "--output", str(tmp_path / "eval"))
+    assert code == 0, err
+    table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    for (_, row), (oks, ap) in zip(table.iterrows(), expected):
+        assert np.allclose(row["frame_oks"], oks, atol=2e-4), (row["frame_oks"], oks)
+        assert row["pose_ap"] == pytest.approx(ap, abs=1e-9)
+    assert [round(ap, 1) for _, ap in expected] == [1.0, 0.7, 0.3, 0.0]
+    pooled = json.loads((tmp_path / "eval" / "summary.json").read_text())["overall"]
+    assert pooled["pose_frames"] == 16 and 0.0 < pooled["pose_ap"] < 1.0
+    assert pooled["pose_ap_mean_per_video"] == pytest.approx(sum(ap for _, ap in expected) / 4)
+
+
+def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
+    from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
+
+    rows = [{"status": "ok", "width": 512, "height": 512, "keypoints": [p.keypoints.tolist() for p in people], "bboxes": [list(p.bbox) for p in people]}
+            for people in astronaut["frames"]]  # fmt: skip
+    videos = []
+    for dx in (0.0, 9.0, 30.0):
+        found = [[_moved(people[0], dx)] for people in astronaut["frames"]]
+        videos.append((4, requested_annotations(rows, 512, 512, MIN_SCORE), detected_annotations(found)))
+    pooled = keypoint_ap(videos)
+    # the same frames as one 12-frame video
+    joined = (12, [dict(a, frame=a["frame"] + 4 * v) for v, (_, gt, _) in enumerate(videos) for a in gt],
+              [dict(a, frame=a["frame"] + 4 * v) for v, (_, _, dt) in enumerate(videos) for a in dt])  # fmt: skip
+    single = keypoint_ap([joined])
+    assert pooled.ap == single.ap and sum(pooled.frame_oks, []) == single.frame_oks[0]
+    assert [keypoint_ap([v]).ap for v in videos][0] == 1.0 and 0.0 < pooled.ap < 1.0
+    assert pooled.requested_persons == 12 and pooled.detected_persons == 12
+
+
+def _moved(person, dx: float):
+    from pose_data.keypoints import PersonPose
+
+    keypoints = person.keypoints.copy()
+    keypoints[:, 0] += dx
+    return PersonPose(bbox=person.bbox, score=person.score, keypoints=keypoints)
+
+
+def _shift_for(person, target: float) -> float:
+    low, high = 0.0, 400.0
+    for _ in range(60):  # hand_oks falls as the shift grows
+        mid = (low + high) / 2
+        low, high = (mid, high) if hand_oks(person, mid) > target else (low, mid)
+    return round(low, 2)
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, astronaut):
+    """A folder of real fyp-generate output (tiny random SD, 4 frames, 64 px): a side-by-side video from a keypoints
+    file, a video from a folder of skeleton frames (no keypoints), a stray mp4 without a sidecar, and a sidecar whose
+    video was deleted."""
+    from model.base_model import load_base_model
+    from model.generate_cli import main as generate_main
+    from model.pose_encoder import PoseEncoder
+    from model.tiny_base import make_tiny_base
+
+    root = tmp_path_factory.mktemp("generated")
+    base = make_tiny_base(root / "tiny-sd", seed=0)
+    PoseEncoder.for_unet(load_base_model(base).unet, skeleton_style="openpose").save_pretrained(root / "pose_encoder")
+    keypoints = write_keypoints(root / "keypoints.parquet", [astronaut["photo"]] * 4)
+    skeletons = root / "skeletons"
+    skeletons.mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(skeletons / f"{i}.png")
+    out = root / "videos"
+    common = ["--base", str(base), "--pose-encoder", str(root / "pose_encoder"), "--steps", "1", "--height", "64", "--width", "64", "--num-frames", "4", "--seed", "0", "--no-progress"]
+    for args in (["--pose", str(keypoints), "--prompt", "an astronaut", "--output", str(out / "side.mp4"), "--side-by-side"],
+                 ["--pose", str(skeletons), "--prompt", "a dancer", "--output", str(out / "frames.mp4")],
+                 ["--pose", str(keypoints), "--prompt", "gone", "--output", str(out / "gone.mp4")]):  # fmt: skip
+        assert generate_main([*common, *args]) == 0
+    (out / "gone.mp4").unlink()
+    shutil.copy(astronaut["video"], out / "stray.mp4")
+    return out
+
+
+def test_a_folder_of_generated_videos(generated, clip, clip_dir, tmp_path, capsys):
+    code, out, err = run_eval(clip_dir, capsys, str(generated), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "2 of 4 video(s) could not be scored" in err
+    table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet").set_index("path")
+    side, frames = table.loc[str(generated / "side.mp4")], table.loc[str(generated / "frames.mp4")]
+    assert side["status"] == "ok" and side["prompt"] == "an astronaut" and side["frames"] == 4 and side["fps"] == 8.0
+    assert (side["width"], side["height"]) == (64, 64)  # the generated half of the 128-px-wide side-by-side video
+    decoded: list[np.ndarray] = []
+    decode_video(generated / "side.mp4", on_frame=lambda frame, t: decoded.append(frame_to_rgb(frame)[:, 64:]))
+    assert side["clip_score"] == pytest.approx(clip_score(clip.text_embedding("an astronaut"), clip.image_embeddings(decoded)), abs=1e-9)
+    assert side["pose_frames"] == 4 and side["pose_source"].endswith("keypoints.parquet") and side["pose_reason"] is None
+    assert 0.0 <= side["pose_ap"] <= 1.0 and 0.0 <= side["person_found"] <= 1.0 and len(side["frame_oks"]) == 4
+    assert frames["status"] == "ok" and np.isnan(frames["pose_ap"]) and frames["pose_frames"] == 0
+    assert frames["pose_reason"] == "the pose is a folder of skeleton frames without keypoints: there is nothing to compare the frames with"
+    assert np.isfinite(frames["clip_score"]) and np.isfinite(frames["frame_consistency"]) and len(frames["frame_clip_scores"]) == 4
+    gone, stray = table.loc[str(generated / "gone.mp4")], table.loc[str(generated / "stray.mp4")]
+    assert gone["status"] == "failed" and "does not exist" in gone["reason"] and gone["prompt"] == "gone"
+    assert stray["status"] == "failed" and "no fyp-generate sidecar" in stray["reason"]
+    assert "could not be scored" not in out and "no fyp-generate sidecar" in out  # the reasons are in the table
+
+
+def test_broken_lines_and_videos_are_rows_with_reasons_and_a_rerun_resumes(astronaut, clip_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    requested = write_keypoints(tmp_path / "k.parquet", [astronaut["photo"]] * 4)
+    skeleton = tmp_path / "skeleton.mp4"  # a skeleton video that extract-poses did not write: no keypoints to compare
+    write_video([render_skeleton("openpose", astronaut["photo"], 512, 512, MIN_SCORE)] * 4, skeleton, 8.0)
+    lines = jsonl(tmp_path / "v.jsonl", [
+        {"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(requested)},
+        {"video": str(tmp_path / "missing.mp4"), "prompt": "x", "pose": str(requested)},
+        {"video": str(broken), "prompt": "x"},
+        "{not json",
+        {"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(skeleton)},
+        {"video": "astronaut.mp4", "prompt": "relative to the jsonl", "pose": str(tmp_path / "nowhere.parquet")},
+        {"video": str(astronaut["video"]), "prompt": "", "pose": str(requested)},
+    ])  # fmt: skip
+    shutil.copy(astronaut["video"], tmp_path / "astronaut.mp4")
+    code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "4 of 7 video(s) could not be scored" in err and "Traceback" not in err
+    rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    assert rows["status"].tolist() == ["ok", "failed", "failed", "failed", "ok", "ok", "failed"]
+    reasons = rows["reason"].tolist()
+    assert "missing.mp4 does not exist" in reasons[1] and "cannot be decoded" in reasons[2]
+    assert "v.jsonl:4: not JSON" in reasons[3] and "prompt must be a non-empty string" in reasons[6]
+    assert rows["pose_ap"].iloc[0] == 1.0
+    assert "skeleton video without keypoints" in rows["pose_reason"].iloc[4] and np.isnan(rows["pose_ap"].iloc[4])
+    assert rows["path"].iloc[5] == str(tmp_path / "astronaut.mp4") and "nowhere.parquet does not exist" in rows["pose_reason"].iloc[5]
+    # a rerun takes the scored videos from scored.jsonl and gives the same table
+    code, _, _ = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 2
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["counts"]["reused"] == 3 and summary["counts"]["ok"] == 3
+    again = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), rows.drop(columns="seconds"))
+
+
+def test_bad_arguments_stop_early_with_one_line(clip_dir, tmp_path, capsys):
+    code, _, err = run_eval(clip_dir, capsys, str(tmp_path / "nope"), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "INPUT" in err and "nope" in err and "does not exist" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_eval(clip_dir, capsys, str(empty), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "no video in it" in err
+    code = eval_main([str(empty), "--output", str(tmp_path / "eval"), "--batch-size", "0", "--no-progress"])
+    assert code == 2 and "batch_size must be" in capsys.readouterr().err
+
+
+def test_a_clip_model_that_cannot_load_is_one_line_naming_it(astronaut, tmp_path):
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut"}])
+    no_clip = tmp_path / "not-a-clip"
+    no_clip.mkdir()
+    for model in ("openai/clip-vit-large-patch14", str(no_clip)):
+        proc = subprocess.run([str(Path(sys.executable).parent / "fyp-eval"), str(lines), "--output", str(tmp_path / "eval"),
+                               "--clip-model", model, "--config", "tiny", "--no-progress"],
+                              capture_output=True, text=True, timeout=120, env={**_env(), "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("fyp-eval: error:")]
+        assert len(errors) == 1 and model in errors[0] and ("--clip-model DIR" in errors[0] or "config.json" in errors[0])
+        assert "Traceback" not in proc.stderr
+
+
+def _env() -> dict:
+    import os
+
+    return dict(os.environ)
