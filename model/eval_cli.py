@@ -16,14 +16,12 @@ import os
 import sys
 import warnings
 
+from pose_data.cli import LAION_POSE_FLAGS
+
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--clip-model": ("clip_model", str, "hub id or local folder of a CLIPModel + processor (default openai/clip-vit-large-patch14)"),
-    "--pose-backend": ("pose.backend", str, "mmpose (RTMDet + RTMPose, default) or mediapipe (offline, 1 person)"),
     "--batch-size": ("batch_size", int, "frames per CLIP call and per pose call (default 16)"),
-    "--det-model": ("pose.det_model", str, "MMPose detector: alias (rtmdet-m) or config path"),
-    "--det-checkpoint": ("pose.det_checkpoint", str, "detector weights: auto (official URL), a path, or none (random)"),
-    "--pose-model": ("pose.pose_model", str, "MMPose keypoint model: alias (rtmpose-m) or config path"),
-    "--pose-checkpoint": ("pose.pose_checkpoint", str, "keypoint weights: auto, a path, or none (random)"),
+    **{flag: LAION_POSE_FLAGS[flag] for flag in ("--pose-backend", "--det-model", "--det-checkpoint", "--pose-model", "--pose-checkpoint")},
 }
 
 
