@@ -128,12 +128,16 @@ def _existing(name: str, folder: Path, *, by_name: bool = False) -> Path | None:
 
 def _from_jsonl(file: Path) -> list[EvalItem]:
     items = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        if not line.strip():
+    for number, raw in enumerate(file.read_bytes().splitlines(), 1):
+        if not raw.strip():
             continue
         where = f"{file}:{number}"
         item = EvalItem("", origin=where)
         try:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("not UTF-8 text") from None
             values = json.loads(line)
             if not isinstance(values, dict):
                 raise ValueError(f"expected a JSON object, got {type(values).__name__}")

@@ -306,13 +306,16 @@ def test_broken_lines_and_videos_are_rows_with_reasons_and_a_rerun_resumes(astro
         {"video": str(astronaut["video"]), "prompt": "", "pose": str(requested)},
     ])  # fmt: skip
     shutil.copy(astronaut["video"], tmp_path / "astronaut.mp4")
+    with open(lines, "ab") as f:
+        f.write(b'{"video": "caf\xe9.mp4", "prompt": "latin-1"}\n')
     code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
-    assert code == 2 and "4 of 7 video(s) could not be scored" in err and "Traceback" not in err
+    assert code == 2 and "5 of 8 video(s) could not be scored" in err and "Traceback" not in err
     rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
-    assert rows["status"].tolist() == ["ok", "failed", "failed", "failed", "ok", "ok", "failed"]
+    assert rows["status"].tolist() == ["ok", "failed", "failed", "failed", "ok", "ok", "failed", "failed"]
     reasons = rows["reason"].tolist()
     assert "missing.mp4 does not exist" in reasons[1] and "cannot be decoded" in reasons[2]
     assert "v.jsonl:4: not JSON" in reasons[3] and "prompt must be a non-empty string" in reasons[6]
+    assert reasons[7] == f"{lines}:8: not UTF-8 text"
     assert rows["pose_ap"].iloc[0] == 1.0
     assert "skeleton video without keypoints" in rows["pose_reason"].iloc[4] and np.isnan(rows["pose_ap"].iloc[4])
     assert rows["path"].iloc[5] == str(tmp_path / "astronaut.mp4") and "nowhere.parquet does not exist" in rows["pose_reason"].iloc[5]
