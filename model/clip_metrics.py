@@ -100,10 +100,6 @@ class ClipEmbedder:
             ) from err
         return cls(model, processor, device=device, source=source)
 
-    @property
-    def name(self) -> str:
-        return self.source
-
     def text_embedding(self, prompt: str) -> np.ndarray:
         """(d,) embedding of ``prompt`` (truncated to CLIP's 77 tokens)."""
         import torch

@@ -34,10 +34,6 @@ from pose_data.keypoints import COCO17_NAMES, NUM_KEYPOINTS, PersonPose
 
 #: COCO's per-keypoint OKS constants (the keypoint order of :data:`COCO17_NAMES`), what xtcocotools uses for 17 keypoints.
 COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]) / 10.0
-#: OKS thresholds COCO's AP averages over.
-OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-#: xtcocotools' object scale for ground truth without a segmentation area: this share of the box area.
-BOX_AREA_SHARE = 0.53
 
 
 @dataclass(frozen=True)
