@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.progress import StatusProgress
 from pipelines.ray_utils import ShardAttempts, is_lost_work, ray_session, worker_location
 from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
@@ -26,6 +25,7 @@ from pose_data.hdvila_config import HdvilaIndexConfig
 from pose_data.hdvila_metadata import metadata_files, read_captions, read_hdvila_metadata
 from pose_data.hdvila_shard import ClipShardStats, index_shard
 from pose_data.manifest import count_statuses, package_versions, print_summary
+from pose_data.progress import StatusProgress
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
 from pose_data.statuses import HDVILA_STATUSES

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.progress import StatusProgress
 from pipelines.ray_utils import ShardAttempts, ray_session, require_resources, worker_location
 from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
@@ -29,6 +28,7 @@ from pose_data.manifest import count_statuses, package_versions, print_summary
 from pose_data.metadata_reader import expand_inputs, read_metadata_tables
 from pose_data.pose_batch import PoseBatchRunner
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelLoadError, describe_load_failure
+from pose_data.progress import StatusProgress
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
 from pose_data.statuses import LAION_POSE_STATUSES
