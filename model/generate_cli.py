@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from pose_data.manifest import file_sha256
 from pose_data.pose_estimator import PoseModelLoadError
 
 log = logging.getLogger("fyp-generate")
@@ -206,6 +207,8 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
     keypoints, rows = poses.keypoints, poses.keypoint_rows
     if poses.extracted is not None:
         keypoints = str(poses.extracted.save(output.with_name(output.stem + ".keypoints.parquet")))
+    if keypoints:
+        keypoints = str(Path(keypoints).resolve())
     write_video(frames, output, settings.fps, comment={"format": SIDECAR_FORMAT, "prompt": prompt, "seed": seed})
     sidecar = {
         "format": SIDECAR_FORMAT,
@@ -226,6 +229,7 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
             "source": poses.source, "kind": poses.kind, "skeleton_style": poses.skeleton_style,
             "source_frames": poses.source_frames[:num_frames], "times": None if poses.times is None else poses.times[:num_frames],
             "keypoints": keypoints, "keypoint_rows": None if rows is None else rows[:num_frames],
+            "keypoints_sha256": file_sha256(keypoints) if keypoints else None,
         },  # fmt: skip
         "versions": package_versions(),
         "seconds": round(time.perf_counter() - started, 3),

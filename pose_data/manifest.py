@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 PACKAGES = (
     "follow-your-pose", "torch", "torchvision", "numpy", "pyarrow", "pandas", "ray", "img2dataset",
     "webdataset", "mediapipe", "mmcv", "mmdet", "mmpose", "mmengine", "opencv-python", "av", "diffusers",
+    "transformers", "accelerate", "xtcocotools",
 )  # fmt: skip
 
 
@@ -20,6 +22,12 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex): which file an output was made from, whatever its path becomes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def count_statuses(meta_dir: Path, statuses: tuple[str, ...]) -> dict[str, int]:

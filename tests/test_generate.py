@@ -4,6 +4,7 @@ and on bad inputs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -273,6 +274,7 @@ def test_generate_from_keypoints_a_folder_and_a_driving_video(parts, skeleton_vi
     assert sidecar["pose"]["kind"] == "driving_video" and len(decode(out)) == 10
     keypoints = pq.read_table(sidecar["pose"]["keypoints"]).to_pandas()  # written beside the video
     assert sidecar["pose"]["keypoints"] == str(tmp_path / "d.keypoints.parquet") and len(keypoints) == 10
+    assert sidecar["pose"]["keypoints_sha256"] == hashlib.sha256((tmp_path / "d.keypoints.parquet").read_bytes()).hexdigest()
     assert (keypoints["status"] == "ok").sum() >= 8 and sidecar["pose"]["source_frames"][:3] == [0, 4, 7]
 
 
