@@ -8,14 +8,15 @@
   also reported as ``100 * cosine`` (a percentage: identical frames give exactly 100).
 
 Cosines are computed in float64 from the model's embeddings as ``a.b / sqrt((a.a)(b.b))``, so a frame compared
-with itself gives exactly 1.0, and means are exact sums (:func:`math.fsum`), so they do not depend on the order
-of the frames.
+with itself gives exactly 1.0, and means are exact sums (:func:`math.fsum`); frames are embedded in an order of
+their own (:meth:`ClipEmbedder.image_embeddings`), so no figure depends on the order of the frames, to the last bit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ class ClipEmbedder:
         processor); :class:`ClipModelLoadError` in one line when either cannot be loaded."""
         from transformers import CLIPModel, CLIPProcessor
 
-        local = Path(name_or_path).expanduser()
+        local = Path(os.path.expanduser(name_or_path))
         if local.exists() and not (local / "config.json").is_file():
             raise ClipModelLoadError(f"--clip-model {name_or_path}: the folder has no config.json; it must hold a transformers CLIPModel "
                                      "and its processor (save_pretrained of both)")  # fmt: skip
@@ -110,28 +111,32 @@ class ClipEmbedder:
         return _features(out)[0]
 
     def image_embeddings(self, frames: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
-        """(n, d) embeddings of RGB uint8 frames, ``batch_size`` distinct frames at a time. Identical frames are
-        embedded once and share the embedding (a batched model can differ in the last bits between batch rows)."""
+        """(n, d) embeddings of RGB uint8 (height, width, 3) frames. Each distinct frame is embedded once, and the
+        distinct frames go to the model ``batch_size`` at a time in the order of their content hashes, so the
+        batches, and so every bit of the result, do not depend on the frames' order (a batched model can differ in
+        the last bits between batch compositions)."""
         import torch
 
-        first_of: dict[bytes, int] = {}
-        distinct, which = [], []
+        by_key: dict[bytes, np.ndarray] = {}
+        keys = []
         for frame in frames:
             frame = np.ascontiguousarray(frame)
             key = hashlib.blake2b(frame.tobytes(), digest_size=16, person=str(frame.shape).encode()[:16]).digest()
-            if key not in first_of:
-                first_of[key] = len(distinct)
-                distinct.append(frame)
-            which.append(first_of[key])
+            by_key.setdefault(key, frame)
+            keys.append(key)
+        order = sorted(by_key)
         chunks = []
-        for start in range(0, len(distinct), batch_size):
-            pixels = self.processor.image_processor(images=distinct[start : start + batch_size], return_tensors="pt")["pixel_values"]
+        for start in range(0, len(order), batch_size):
+            batch = [by_key[key] for key in order[start : start + batch_size]]
+            # channels_last stated: a 1- or 3-pixel-tall frame would otherwise be read as channels-first
+            pixels = self.processor.image_processor(images=batch, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
             with torch.inference_mode():
                 out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
             chunks.append(_features(out))
         if not chunks:
             return np.zeros((0, self.model.config.projection_dim), np.float32)
-        return np.concatenate(chunks)[which]
+        row_of = {key: i for i, key in enumerate(order)}
+        return np.concatenate(chunks)[[row_of[key] for key in keys]]
 
 
 def _features(out) -> np.ndarray:

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="DIR/metrics.parquet, DIR/summary.json (re-run to resume)")
     p.add_argument("--config", default=None, help="preset (eval, eval-tiny / tiny) or YAML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. --set pose.det_score_threshold=0.5")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 for CLIP and the MMPose models (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 for CLIP and the MMPose models (default: cuda when available; "
+                   "a config's pose.device keeps MMPose elsewhere)")
     for flag, (_key, kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,13 +46,16 @@ def eval_config(args: argparse.Namespace):
     from pose_data.config import load_config, parse_overrides
 
     layers = [preset_or_file(args.config)] if args.config else []
+    layers.append(parse_overrides(args.set))
     flags = flag_layer(args, FLAGS)
     if args.batch_size is not None:
         flags.setdefault("pose", {})["batch_size"] = args.batch_size
-    cfg = load_config(EvalConfig, *layers, parse_overrides(args.set), flags)
+    cfg = load_config(EvalConfig, *layers, flags)
     cfg.device, _ = resolve_device(args.device or cfg.device, "float32")
-    if args.device is not None and cfg.pose.backend == "mmpose":
-        cfg.pose.device = args.device
+    pose_device_set = any(isinstance(layer.get("pose"), dict) and "device" in layer["pose"] for layer in layers)
+    if cfg.pose.backend == "mmpose" and (args.device is not None or not pose_device_set):
+        # MMPose on CLIP's device (it has no mps), unless the config names pose.device; the flag names both
+        cfg.pose.device = cfg.device if cfg.device.startswith(("cpu", "cuda")) else "cpu"
     cfg.validate()
     return cfg
 
@@ -76,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         from model.evaluate_videos import FAILED, OK, evaluate_videos, format_table
 
         items = read_inputs(args.inputs)
-        summary = evaluate_videos(items, cfg, args.output, inputs=args.inputs, progress=not args.no_progress)
+        summary, table = evaluate_videos(items, cfg, args.output, inputs=args.inputs, progress=not args.no_progress)
     except (ValueError, OSError, ClipModelLoadError, PoseModelLoadError) as err:
         print(f"fyp-eval: error: {one_line(err)}", file=sys.stderr)
         return 2
-    print(format_table(summary, output=args.output))
+    print(format_table(summary, table))
     print(f"scales: {summary['scales']['clip_score']}; pose AP is COCO's (0-1). Written: {args.output}/metrics.parquet, summary.json")
     if summary["counts"][FAILED]:
         print(f"fyp-eval: error: {summary['counts'][FAILED]} of {summary['counts']['videos']} video(s) could not be scored "

@@ -4,10 +4,16 @@
   side-by-side video, only the generated right-hand part is scored) and the keypoints file and rows of its pose
   frames. A video file (``.mp4``, ``.gif``) without a sidecar is an item that cannot be scored (its prompt is
   unknown), as is a sidecar whose video is gone.
+  The sidecar's keypoints file is found at the path it records, else by its name beside the sidecar (files moved
+  together); either way it must be the very file the video was made from (the sidecar's ``keypoints_sha256``).
+  A sidecar with a missing or wrongly typed field is an item carrying that error.
 - A **JSONL** file: one object per line, ``video``, ``prompt`` and, optionally, ``pose``: the pose the video was
   asked to follow, a ``keypoints.parquet`` of ``pose-data extract-poses``, a driving video, or a skeleton video /
   frame folder (which has no keypoints: pose accuracy stays empty, unless it is an extract-poses skeleton video
-  with its ``keypoints.parquet`` beside it), and ``keypoint_rows``, the keypoints file's row for each frame.
+  with its ``keypoints.parquet`` beside it); ``pose_kind``, one of ``keypoints``, ``driving_video``,
+  ``skeleton_video``, ``skeleton_frames`` when the kind should not be guessed from the file (a driving video of
+  dancers on black can look like a skeleton video); and ``keypoint_rows``, the keypoints file's row for each
+  frame (not for a driving video: its poses are extracted at the video's frame rate, pose frame i for frame i).
   Relative paths are taken from the current folder, else from the JSONL file's folder. A bad line is an item
   carrying its error; the other lines are scored.
 
@@ -19,11 +25,19 @@ pose source (nearest frame per tick).
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.generate_cli import SIDECAR_FORMAT
+from model.pose_source import KINDS
+from pose_data.manifest import file_sha256
 from pose_data.video_writer import VIDEO_SUFFIXES
+
+#: The kinds of pose source (``model.pose_source``'s, less "auto").
+POSE_KINDS = tuple(k for k in KINDS if k != "auto")
+JSONL_KEYS = ("video", "prompt", "pose", "pose_kind", "keypoint_rows")
 
 
 @dataclass
@@ -71,7 +85,8 @@ def _from_folder(folder: Path) -> list[EvalItem]:
         if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
             continue
         video = sidecar.parent / str(data.get("video") or sidecar.with_suffix(".mp4").name)
-        claimed.add(video.resolve())
+        if video.is_file():  # (False for a name no file can have, such as one with a NUL byte)
+            claimed.add(video.resolve())
         items.append(_from_sidecar(video, sidecar, data))
     for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
         if video.resolve() not in claimed:
@@ -84,31 +99,63 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
     item = EvalItem(str(video), origin=str(sidecar))
     try:
         pose = data.get("pose") or {}
-        item.prompt = data["prompt"]
-        item.pose, item.pose_kind = pose.get("source"), pose.get("kind")
-        item.fps = float(data["fps"]) if data.get("fps") else None
+        if not isinstance(pose, dict):
+            raise ValueError(f"pose must be an object, got {type(pose).__name__}")
+        item.prompt = _text(data.get("prompt"), "prompt")
+        item.pose = _text(pose.get("source"), "pose.source", optional=True)
+        item.pose_kind = _kind(pose.get("kind"), "pose.kind")
+        keypoints = _text(pose.get("keypoints"), "pose.keypoints", optional=True)
+        digest = _text(pose.get("keypoints_sha256"), "pose.keypoints_sha256", optional=True)
+        fps = data.get("fps")
+        item.fps = _positive(fps, "fps") if fps is not None else None
         if data.get("side_by_side"):
-            item.crop_width = int(data["width"])
-        if not isinstance(item.prompt, str):
-            raise TypeError("its prompt is not a string")
-    except (KeyError, TypeError, ValueError) as err:
+            item.crop_width = int(_positive(data.get("width"), "width"))
+        rows = pose.get("keypoint_rows")
+        if rows is not None and not _row_numbers(rows):
+            raise ValueError(f"pose.keypoint_rows must be a list of row numbers >= 0, got {rows!r}"[:300])
+    except ValueError as err:
         item.error = f"sidecar {sidecar}: not a readable fyp-generate sidecar ({err})"
         return item
     if not video.is_file():
         item.error = f"the video {video.name} of sidecar {sidecar.name} does not exist"
         return item
-    keypoints, rows = pose.get("keypoints"), pose.get("keypoint_rows")
     if not keypoints:
         item.no_pose = no_keypoints_reason(item.pose_kind)
         return item
     found = _existing(keypoints, sidecar.parent, by_name=True)
-    if found is None:
+    if found is None or not found.is_file():
         item.no_pose = f"the keypoints file {keypoints} the sidecar records does not exist (here or beside the sidecar)"
         return item
-    item.keypoints = str(found)
-    if isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows):
-        item.keypoint_rows = rows
+    if digest and file_sha256(found) != digest:
+        item.no_pose = (f"the keypoints file {found} is not the one the video was made from (its SHA-256 differs from "
+                        f"the sidecar's pose.keypoints_sha256)")  # fmt: skip
+        return item
+    item.keypoints, item.keypoint_rows = str(found), rows
     return item
+
+
+def _text(value, name: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _kind(value, name: str) -> str | None:
+    if value is not None and value not in POSE_KINDS:
+        raise ValueError(f"{name} must be one of {', '.join(POSE_KINDS)}, got {value!r}")
+    return value
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _row_numbers(rows) -> bool:
+    return isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows)
 
 
 def no_keypoints_reason(kind: str | None) -> str:
@@ -119,7 +166,7 @@ def no_keypoints_reason(kind: str | None) -> str:
 def _existing(name: str, folder: Path, *, by_name: bool = False) -> Path | None:
     """``name`` as given (absolute, or from the current folder), else from ``folder`` (``by_name``: its file name
     there; files moved together with the sidecar)."""
-    path = Path(name).expanduser()
+    path = Path(os.path.expanduser(name))  # (Path.expanduser raises for an unknown ~user; this leaves it as written)
     for candidate in (path, folder / path, folder / path.name if by_name else None):
         if candidate is not None and candidate.exists():
             return candidate
@@ -141,22 +188,24 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
             values = json.loads(line)
             if not isinstance(values, dict):
                 raise ValueError(f"expected a JSON object, got {type(values).__name__}")
-            unknown = sorted(set(values) - {"video", "prompt", "pose", "keypoint_rows"})
+            unknown = sorted(set(values) - set(JSONL_KEYS))
             if unknown:
-                raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: video, prompt, pose, keypoint_rows)")
-            for key in ("video", "prompt"):
-                if not isinstance(values.get(key), str) or not values[key].strip():
-                    raise ValueError(f"{key} must be a non-empty string, got {values.get(key)!r}")
-            item.video, item.prompt = values["video"], values["prompt"]
+                raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(JSONL_KEYS)})")
+            item.video, item.prompt = _text(values.get("video"), "video"), _text(values.get("prompt"), "prompt")
             video = _existing(item.video, file.parent)
             if video is None:
                 raise ValueError(f"the video {item.video} does not exist")
             item.video = str(video)
             rows = values.get("keypoint_rows")
-            if rows is not None and not (isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows)):
+            if rows is not None and not _row_numbers(rows):
                 raise ValueError(f"keypoint_rows must be a list of row numbers >= 0, got {rows!r}")
             item.keypoint_rows = rows
+            item.pose_kind = _kind(values.get("pose_kind"), "pose_kind")
+            if rows is not None and item.pose_kind in ("driving_video", "skeleton_frames"):
+                raise ValueError(f"keypoint_rows are rows of a keypoints file; a pose_kind {item.pose_kind} has none")
             pose = values.get("pose")
+            if pose is None and item.pose_kind is not None:
+                raise ValueError("pose_kind is given but pose is not")
             if pose is None:
                 item.no_pose = "no pose given for this video"
             elif not isinstance(pose, str) or not pose.strip():

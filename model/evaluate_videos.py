@@ -15,6 +15,7 @@ generated right-hand part), then
 column            type             meaning
 ================= ================ ===========================================================================
 path              string           the video
+origin            string           where it was listed: its sidecar, or FILE.jsonl:LINE
 prompt            string           its prompt
 status            string           ``ok`` or ``failed`` (the video could not be scored at all)
 reason            string           why it failed (null when ok)
@@ -25,17 +26,19 @@ clip_score        float64          100 * mean text-frame CLIP cosine
 frame_consistency float64          100 * mean CLIP cosine of consecutive frames (null for one frame)
 pose_ap           float64          COCO keypoint AP (0-1) against the requested pose (null: see pose_reason)
 person_found      float64          share of frames where the pose backend found a person (0-1)
-pose_frames       int32            frames compared with a requested pose frame
+pose_frames       int32            frames compared with a requested pose frame (its row ``ok``: a person was shown)
 pose_reason       string           why pose_ap is null (no pose given, a skeleton video without keypoints, ...)
 pose_source       string           the pose the video was asked to follow
 frame_clip_scores list<float64>    100 * text-frame cosine, per frame
 frame_persons     list<int32>      persons found, per frame
-frame_oks         list<float64>    best OKS of any found person with any requested one, per paired frame
+frame_oks         list<float64>    best OKS of any found person with any visible requested one, per frame
+                                   that has a requested pose frame (null: not compared, or no one found)
 seconds           float64          time spent on this video
 ================= ================ ===========================================================================
 
 Resuming: every scored video is appended to ``DIR/scored.jsonl`` as it finishes; a run over the same inputs with
-the same models takes a video from there when its file (size, modification time), prompt and pose are unchanged.
+the same models takes a video from there when its file (size, modification time), prompt, pose files and model files
+(a local folder's, a hub model's cached revision) are unchanged.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -54,19 +56,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model.clip_metrics import SCALE, ClipEmbedder, clip_score, exact_mean, frame_clip_cosines, frame_consistency
+from model.clip_metrics import (
+    SCALE,
+    ClipEmbedder,
+    ClipModelLoadError,
+    clip_score,
+    exact_mean,
+    frame_clip_cosines,
+    frame_consistency,
+)
 from model.eval_config import EvalConfig
 from model.eval_inputs import EvalItem, no_keypoints_reason
-from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
+from model.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
 from pose_data.atomic import atomic_path, write_json_atomic
 from pose_data.clip_writer import frame_to_rgb
+from pose_data.pose_estimator import PoseModelLoadError
 from pose_data.video_decode import VideoDecodeError, decode_video
 
 log = logging.getLogger(__name__)
 FORMAT = "fyp-eval"
+#: Part of every resume key: a change to what is scored (or how) makes earlier journals' rows stale.
+KEY_VERSION = "fyp-eval/2"
 OK, FAILED = "ok", "failed"
 SCHEMA = pa.schema([
-    ("path", pa.string()), ("prompt", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("path", pa.string()), ("origin", pa.string()), ("prompt", pa.string()), ("status", pa.string()), ("reason", pa.string()),
     ("frames", pa.int32()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
     ("clip_score", pa.float64()), ("frame_consistency", pa.float64()), ("pose_ap", pa.float64()),
     ("person_found", pa.float64()), ("pose_frames", pa.int32()), ("pose_reason", pa.string()), ("pose_source", pa.string()),
@@ -109,23 +122,57 @@ class Models:
 
 
 def fingerprint(cfg: EvalConfig) -> dict:
-    """What changes the scores: the CLIP model and the pose model (not devices or batch sizes)."""
+    """What changes the scores: the CLIP model and the pose model, with the files they load (a local folder's or
+    checkpoint's sizes and times, a hub model's cached revision); not devices or batch sizes."""
     pose = {k: v for k, v in asdict(cfg.pose).items() if k not in ("device", "batch_size")}
-    return {"clip_model": cfg.clip_model, "pose": pose}
+    pose_files = {k: file_stamp(v) for k, v in pose.items() if k.endswith(("_model", "_checkpoint")) and isinstance(v, str)}
+    return {"format": KEY_VERSION, "clip_model": cfg.clip_model, "clip_files": file_stamp(cfg.clip_model),
+            "clip_revision": hub_revision(cfg.clip_model), "pose": pose, "pose_files": pose_files}  # fmt: skip
 
 
-def item_key(item: EvalItem, cfg: EvalConfig) -> str | None:
-    """The resume key of a video: its file, prompt, pose and the models; None when it cannot be scored anyway."""
-    if item.error:
+def file_stamp(path: str | os.PathLike | None):
+    """A file's (size, mtime), a folder's ``[name, size, mtime]`` for every file in it, None when there is none."""
+    if not path:
+        return None
+    path = Path(os.path.expanduser(path))
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return [stat.st_size, stat.st_mtime_ns]
+        if path.is_dir():
+            return [[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.rglob("*")) if f.is_file()]
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def hub_revision(name: str) -> str | None:
+    """The commit of a hub model's snapshot in the local cache (what ``from_pretrained`` loads); None for a local
+    folder or a model not cached."""
+    if Path(os.path.expanduser(name)).exists() or name.count("/") != 1:
         return None
     try:
-        stat = os.stat(item.video)
-    except OSError:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id: not cached
         return None
-    pose_files = [p for p in (item.keypoints, item.pose) if p and Path(p).is_file()]
-    stamps = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in pose_files]
-    what = {"video": str(Path(item.video).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns, "item": asdict(item),
-            "pose_files": stamps, "models": fingerprint(cfg)}  # fmt: skip
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def item_key(item: EvalItem, models: dict) -> str | None:
+    """The resume key of a video: its file, prompt, the pose files it is compared with (as given, and the
+    ``keypoints.parquet`` beside a skeleton video) and the models' :func:`fingerprint`; None when it cannot be
+    scored anyway."""
+    if item.error:
+        return None
+    video = file_stamp(item.video)
+    if video is None:
+        return None
+    read = [item.keypoints, item.pose, str(Path(item.pose).parent / "keypoints.parquet") if item.pose else None]
+    listed = {k: v for k, v in asdict(item).items() if k != "origin"}  # a line moved in its jsonl is the same video
+    what = {"video": str(Path(item.video).resolve()), "stamp": video, "item": listed,
+            "pose_files": [(p, file_stamp(p)) for p in read if p], "models": models}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -148,7 +195,7 @@ def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, pose
         return None, 0.0, item.no_pose
     source = item.keypoints or item.pose
     rows = item.keypoint_rows
-    kind = "keypoints" if item.keypoints else detect_kind(Path(source))
+    kind = "keypoints" if item.keypoints else item.pose_kind or detect_kind(Path(source))
     if kind == "skeleton_frames":
         return None, 0.0, no_keypoints_reason(kind)
     if kind == "skeleton_video":
@@ -159,21 +206,27 @@ def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, pose
             return None, 0.0, no_keypoints_reason(kind)
         source = str(beside)
     if kind == "driving_video":
+        if rows is not None:
+            return None, 0.0, (f"keypoint_rows are given for {source}, a driving video: its poses are extracted at the video's "
+                               "frame rate (pose frame i for frame i); leave keypoint_rows out, or pass its keypoints.parquet")  # fmt: skip
         tag = hashlib.sha1(f"{item.video}|{source}".encode()).hexdigest()[:8]
         sequence = extract_driving_poses(Path(source), frames, fps, models, poses_dir / f"{Path(item.video).stem}-{tag}.keypoints.parquet")
-        rows = rows or list(range(sequence.table.num_rows))
+        rows = list(range(sequence.table.num_rows))
     else:
         try:
             sequence = read_pose_sequence(source)
         except (ValueError, OSError) as err:
             return None, 0.0, f"the pose {source} cannot be read: {err}"
+    threshold = sequence.info.get("min_keypoint_score")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+        return None, 0.0, f"the pose {source} records no keypoint threshold in [0, 1] (min_keypoint_score {threshold!r})"
     table = sequence.table
     if rows is None:
         rows = sample_rows(table.column("time").to_pylist(), frames, fps, None)
     rows = rows[:frames]
     if rows and max(rows) >= table.num_rows:
         return None, 0.0, f"the pose {source} has {table.num_rows} rows but row {max(rows)} is asked for"
-    return table.take(rows).to_pylist(), float(sequence.info["min_keypoint_score"]), None
+    return table.take(rows).to_pylist(), float(threshold), None
 
 
 def extract_driving_poses(video: Path, frames: int, fps: float, models: Models, save_to: Path):
@@ -192,10 +245,11 @@ def extract_driving_poses(video: Path, frames: int, fps: float, models: Models, 
 
 
 def score_video(item: EvalItem, models: Models, poses_dir: Path) -> dict:
-    """One video's row (:data:`SCHEMA`) plus its COCO annotations (``_paired``, ``_requested``, ``_detected``) for the
-    pooled AP. A video that cannot be decoded is a failed row."""
+    """One video's row (:data:`SCHEMA`) plus what the pooled AP needs (``_compared``, ``_requested``, ``_detected``
+    and ``_pairs``). A video that cannot be decoded is a failed row; a pose that cannot be read or compared leaves
+    pose_ap empty with the reason."""
     started = time.perf_counter()
-    row: dict = {"path": item.video, "prompt": item.prompt, "pose_source": item.pose or item.keypoints}
+    row: dict = {"path": item.video, "origin": item.origin, "prompt": item.prompt, "pose_source": item.pose or item.keypoints}
     if item.error:
         return {**row, "status": FAILED, "reason": item.error}
     try:
@@ -216,22 +270,34 @@ def score_video(item: EvalItem, models: Models, poses_dir: Path) -> dict:
                frame_clip_scores=[SCALE * float(c) for c in frame_clip_cosines(text, images)],
                frame_persons=[len(p) for p in people], _pairs=len(frames) - 1)  # fmt: skip
     try:
-        requested, min_score, why = requested_rows(item, len(frames), fps, models, poses_dir)
-    except (ValueError, OSError, VideoDecodeError) as err:
+        row.update(pose_accuracy(item, people, width, height, fps, models, poses_dir))
+    except (ClipModelLoadError, PoseModelLoadError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a hostile pose file (wrong types, shapes): this video's pose reason
         reason = getattr(err, "reason", None) or str(err)
-        requested, min_score, why = None, 0.0, f"the pose {item.pose} cannot be read: {reason}"
-    paired = 0 if requested is None else min(len(requested), len(frames))
-    if requested is not None:
-        gt = requested_annotations(requested[:paired], width, height, min_score)
-        dt = detected_annotations(people[:paired])
-        result = keypoint_ap([(paired, gt, dt)])
-        if result.ap is None:
-            why = "no person with a visible keypoint is requested in any frame"
-        else:
-            row.update(_requested=gt, _detected=dt)
-        row.update(pose_ap=result.ap, frame_oks=result.frame_oks[0])
-    row.update(pose_frames=paired, pose_reason=why, seconds=round(time.perf_counter() - started, 3))
+        log.debug("pose of %s", item.video, exc_info=True)
+        row.update(pose_frames=0, pose_reason=f"the pose {item.keypoints or item.pose} cannot be compared: {type(err).__name__}: {reason}")
+    row.update(seconds=round(time.perf_counter() - started, 3))
     return row
+
+
+def pose_accuracy(item: EvalItem, people: list, width: int, height: int, fps: float, models: Models, poses_dir: Path) -> dict:
+    """The pose columns of a video's row: its requested pose frames against the persons found in its frames."""
+    requested, min_score, why = requested_rows(item, len(people), fps, models, poses_dir)
+    if requested is None:
+        return {"pose_frames": 0, "pose_reason": why}
+    compared = compared_frames(requested)
+    gt = requested_annotations(requested, width, height, min_score)
+    dt = detected_annotations(people[: len(requested)])
+    result = keypoint_ap([(compared, gt, dt)])
+    oks_of = dict(zip(compared, result.frame_oks[0]))
+    if not compared:
+        why = "the requested pose has no frame with a person (every pose row asks for nothing: no_person, too unsure, ...)"
+    elif result.ap is None:
+        why = "no requested person has a visible keypoint in the frame"
+    return {"pose_ap": result.ap, "pose_frames": len(compared), "pose_reason": why,
+            "frame_oks": [oks_of.get(frame) for frame in range(len(requested))],
+            "_compared": compared, "_requested": gt, "_detected": dt}  # fmt: skip
 
 
 def _load_scored(path: Path) -> dict[str, dict]:
@@ -241,44 +307,44 @@ def _load_scored(path: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             try:
                 entry = json.loads(line)
-                done[entry["key"]] = entry["row"]
+                if isinstance(entry["row"], dict) and entry["row"].get("status") == OK:
+                    done[entry["key"]] = entry["row"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
     return done
 
 
 def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.PathLike, *, inputs: list[str] | None = None,
-                    progress: bool = True) -> dict:  # fmt: skip
-    """Score ``items`` into ``output`` (module doc); returns the summary (also ``output/summary.json``)."""
-    from tqdm import tqdm
-
+                    progress: bool = True) -> tuple[dict, pa.Table]:  # fmt: skip
+    """Score ``items`` into ``output`` (module doc); returns the summary (also ``output/summary.json``) and the
+    table (``output/metrics.parquet``). Only a model that cannot be loaded stops the run."""
     from pose_data.config import to_dict
     from pose_data.manifest import package_versions
+    from pose_data.progress import StatusProgress
 
     started = time.perf_counter()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     scored_file = out / "scored.jsonl"
     done = _load_scored(scored_file)
-    models = Models(cfg)
+    models, identity = Models(cfg), fingerprint(cfg)
     rows, reused = [], 0
-    bar = tqdm(total=len(items), unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     try:
-        with open(scored_file, "a", encoding="utf-8") as journal:
+        with open(scored_file, "a", encoding="utf-8") as journal, \
+                StatusProgress(total=len(items), initial=0, statuses=(OK, FAILED), enabled=progress, unit="video") as bar:  # fmt: skip
             for item in items:
-                key = item_key(item, cfg)
+                key = item_key(item, identity)
                 if key is not None and key in done:
-                    row, reused = done[key], reused + 1
+                    row, reused = {**done[key], "origin": item.origin}, reused + 1
                 else:
-                    row = score_video(item, models, out / "poses")
+                    row = _score_or_fail(item, models, out / "poses")
                     if key is not None and row["status"] == OK:
-                        journal.write(json.dumps({"key": key, "row": row}) + "\n")
+                        identity = fingerprint(cfg)  # as loaded: a hub model downloaded just now has its revision
+                        journal.write(json.dumps({"key": item_key(item, identity), "row": row}) + "\n")
                         journal.flush()
                 rows.append(row)
-                bar.set_postfix({"failed": sum(r["status"] == FAILED for r in rows)}, refresh=False)
-                bar.update(1)
+                bar.update(1, {row["status"]: 1})
     finally:
-        bar.close()
         models.close()
     table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in SCHEMA} for r in rows], schema=SCHEMA)
     with atomic_path(out / "metrics.parquet") as tmp:
@@ -287,7 +353,8 @@ def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.Pat
         "format": FORMAT,
         "inputs": inputs,
         "config": to_dict(cfg),
-        "models": {"clip": cfg.clip_model, "pose": _pose_model_name(cfg)},
+        "models": {"clip": cfg.clip_model, "clip_revision": identity["clip_revision"], "clip_files": identity["clip_files"],
+                   "pose": _pose_model_name(cfg)},  # fmt: skip
         "scales": SCALES,
         "counts": {"videos": len(rows), OK: sum(r["status"] == OK for r in rows), FAILED: sum(r["status"] == FAILED for r in rows),
                    "with_pose_ap": sum(r.get("pose_ap") is not None for r in rows), "reused": reused},  # fmt: skip
@@ -296,7 +363,20 @@ def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.Pat
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json_atomic(out / "summary.json", summary)
-    return summary
+    return summary, table
+
+
+def _score_or_fail(item: EvalItem, models: Models, poses_dir: Path) -> dict:
+    """:func:`score_video`, with anything unforeseen in one video's data made that video's failed row (the models
+    failing to load is not about one video: it stops the run)."""
+    try:
+        return score_video(item, models, poses_dir)
+    except (ClipModelLoadError, PoseModelLoadError):
+        raise
+    except Exception as err:  # noqa: BLE001 - never a crash for one bad video
+        log.warning("%s could not be scored", item.video, exc_info=True)
+        return {"path": item.video, "origin": item.origin, "prompt": item.prompt, "pose_source": item.pose or item.keypoints,
+                "status": FAILED, "reason": f"unexpected error: {type(err).__name__}: {err}"}  # fmt: skip
 
 
 def _pose_model_name(cfg: EvalConfig) -> str:
@@ -313,7 +393,8 @@ def overall(rows: list[dict]) -> dict:
     frame_scores = [s for r in ok for s in r["frame_clip_scores"]]
     pairs = [(r["frame_consistency"], r["_pairs"]) for r in ok if r.get("frame_consistency") is not None]
     posed = [r for r in ok if r.get("pose_ap") is not None]
-    pooled = keypoint_ap([(r["pose_frames"], r["_requested"], r["_detected"]) for r in posed]) if posed else None
+    compared = [r for r in ok if r.get("_compared")]  # with the detections of videos whose requested persons are all unseen
+    pooled = keypoint_ap([(r["_compared"], r["_requested"], r["_detected"]) for r in compared]) if compared else None
     return {
         "clip_score": exact_mean(frame_scores),
         "frame_consistency": math.fsum(fc * n for fc, n in pairs) / sum(n for _, n in pairs) if pairs else None,
@@ -323,14 +404,12 @@ def overall(rows: list[dict]) -> dict:
         "frame_consistency_mean_per_video": exact_mean(fc for fc, _ in pairs),
         "pose_ap_mean_per_video": exact_mean(r["pose_ap"] for r in posed),
         "frames": len(frame_scores),
-        "pose_frames": sum(r["pose_frames"] for r in posed),
+        "pose_frames": sum(r["pose_frames"] for r in compared),
     }
 
 
-def format_table(summary: dict, rows: pa.Table | None = None, output: str | os.PathLike | None = None) -> str:
-    """The per-video table and the overall line, for the terminal."""
-    if rows is None:
-        rows = pq.read_table(Path(output) / "metrics.parquet")
+def format_table(summary: dict, rows: pa.Table) -> str:
+    """The per-video table (``metrics.parquet``'s) and the overall line, for the terminal."""
 
     def num(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"

@@ -2,12 +2,14 @@
 
 For every frame i of a generated video that has a requested pose frame i:
 
-- **requested** (COCO's ground truth): the persons of the requested pose frame (a ``keypoints.parquet`` row; only
-  ``ok`` rows hold persons the sampler was shown, every other row asked for no one), mapped into the generated
+- **requested** (COCO's ground truth): the persons of the requested pose frame (a ``keypoints.parquet`` row), mapped
+  into the generated
   frame by the geometry ``fyp-generate`` drew them with (:func:`model.frame_transforms.cover_and_center_crop`:
   scale to cover, centre crop). A keypoint is labelled visible when its score is at least the pose file's own
   threshold (the one its skeletons were drawn with) and it lies inside the frame; a person with no visible
-  keypoint is ignored, as COCO ignores such annotations.
+  keypoint is ignored, as COCO ignores such annotations. Only frames whose requested row is ``ok`` are compared: the
+  sampler was shown a blank skeleton for every other row (no person found, too many, too unsure), which asks for
+  nothing, so what the generated frame shows there is neither right nor wrong (:func:`compared_frames`).
 - **detected**: every person the pose backend finds in the generated frame, its keypoints and person score.
 
 Matching and AP are xtcocotools' ``COCOeval(iouType="keypoints")``, the evaluator MMPose uses: object keypoint
@@ -15,8 +17,9 @@ similarity ``OKS = mean over visible keypoints of exp(-d^2 / (2 s^2 (2 sigma_k)^
 sigmas, greedy matching by detection score, AP averaged over OKS thresholds 0.50:0.05:0.95 (COCO's AP, range 0-1,
 area "all", up to 20 detections per frame). The requested poses have no segmentation, so the object scale is
 COCO's rule for such ground truth (xtcocotools ``use_area=False``, as for CrowdPose and AI Challenger):
-``s^2 = 0.53 * w * h`` of the requested person's box in the generated frame. A frame where no one was requested
-and someone was found counts that detection as a false positive.
+``s^2 = 0.53 * w * h`` of the requested person's box in the generated frame. In a compared frame, every found person
+not matched to a requested one is a false positive (also in a frame where no requested person is visible), except,
+as COCO rules, one lying within twice the box of a requested person who has no visible keypoint (it is ignored).
 
 Annotations are plain JSON-able dicts (``frame``, ``keypoints`` as 51 numbers, ``bbox`` as x, y, w, h), so one
 video's can be stored and many videos pooled into one AP (:func:`keypoint_ap` over several videos).
@@ -92,29 +95,35 @@ def detected_annotations(people_per_frame: list[list[PersonPose]]) -> list[dict]
             for frame, people in enumerate(people_per_frame) for person in people]  # fmt: skip
 
 
+def compared_frames(rows: list[dict]) -> list[int]:
+    """The frames whose requested pose row is ``ok`` (module doc): the ones pose accuracy compares."""
+    return [frame for frame, row in enumerate(rows) if row.get("status", "ok") == "ok"]
+
+
 @dataclass
 class KeypointAP:
-    ap: float | None  # COCO AP in [0, 1]; None when no visible person was requested in any frame
-    frame_oks: list[list[float | None]]  # per video, per frame: the best OKS of any detection with any requested person
-    requested_persons: int
-    detected_persons: int
+    ap: float | None  # COCO AP in [0, 1]; None when no visible person was requested in any compared frame
+    frame_oks: list[list[float | None]]  # per video, per compared frame: the best OKS of any detection with any visible requested person
+    requested_persons: int  # requested persons with a visible keypoint
+    detected_persons: int  # detections in the compared frames
 
 
-def keypoint_ap(videos: list[tuple[int, list[dict], list[dict]]]) -> KeypointAP:
-    """COCO keypoint AP of one or many videos pooled: ``(frames, requested, detected)`` per video, ``frames`` the
-    number of paired frames and the annotations of :func:`requested_annotations` / :func:`detected_annotations`."""
+def keypoint_ap(videos: list[tuple[list[int], list[dict], list[dict]]]) -> KeypointAP:
+    """COCO keypoint AP of one or many videos pooled: ``(compared, requested, detected)`` per video, ``compared`` the
+    frame numbers compared (:func:`compared_frames`) and the annotations of :func:`requested_annotations` /
+    :func:`detected_annotations`; annotations of other frames are left out."""
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval
 
     images, gts, dts, ids = [], [], [], []
-    for frames, requested, detected in videos:
-        base = len(images)
-        ids.append(list(range(base + 1, base + frames + 1)))
-        images.extend({"id": base + f + 1, "width": 1, "height": 1} for f in range(frames))
-        for a in requested:
-            if a["frame"] < frames:
-                gts.append({**a, "image_id": base + a["frame"] + 1, "category_id": 1, "iscrowd": 0, "id": len(gts) + 1})
-        dts.extend({**a, "image_id": base + a["frame"] + 1, "category_id": 1} for a in detected if a["frame"] < frames)
+    for compared, requested, detected in videos:
+        image_of = {frame: len(images) + n + 1 for n, frame in enumerate(compared)}
+        ids.append(list(image_of.values()))
+        images.extend({"id": i, "width": 1, "height": 1} for i in image_of.values())
+        gts.extend({**a, "image_id": image_of[a["frame"]], "category_id": 1, "iscrowd": 0} for a in requested if a["frame"] in image_of)
+        dts.extend({**a, "image_id": image_of[a["frame"]], "category_id": 1} for a in detected if a["frame"] in image_of)
+    for number, annotation in enumerate(gts, 1):
+        annotation["id"] = number
     visible = sum(a["num_keypoints"] > 0 for a in gts)
     empty = [[None] * len(frame_ids) for frame_ids in ids]
     if not visible:
@@ -133,11 +142,17 @@ def keypoint_ap(videos: list[tuple[int, list[dict], list[dict]]]) -> KeypointAP:
         evaluator.accumulate()
         evaluator.summarize()
     ap = float(evaluator.stats[0])
-    frame_oks = [[_best(evaluator.ious.get((i, 1))) for i in frame_ids] for frame_ids in ids]
+    frame_oks = [[_best(evaluator, i) for i in frame_ids] for frame_ids in ids]
     return KeypointAP(None if ap < 0 else ap, frame_oks, visible, len(dts))
 
 
-def _best(ious) -> float | None:
+def _best(evaluator, image_id: int) -> float | None:
+    """The best OKS in a frame between any detection and any requested person with a visible keypoint (the OKS
+    matrix's columns are the frame's requested persons in COCOeval's order)."""
+    ious = evaluator.ious.get((image_id, 1))
     if ious is None or len(ious) == 0:
         return None
-    return round(float(np.max(ious)), 6)
+    seen = np.array([g["num_keypoints"] > 0 for g in evaluator._gts[image_id, 1]])
+    if not seen.any():
+        return None
+    return round(float(np.max(np.asarray(ious)[:, seen])), 6)

@@ -162,6 +162,6 @@ def run_eval_demo(out: Path, videos: Path, *, progress: bool = True) -> Path:
     clip = make_tiny_clip(out / "tiny-clip", seed=0)
     cfg = load_config(EvalConfig, eval_preset("eval-tiny"), {"clip_model": str(clip)})
     shutil.rmtree(out / "eval", ignore_errors=True)  # the demo starts afresh each time
-    summary = evaluate_videos(read_inputs([str(videos)]), cfg, out / "eval", inputs=[str(videos)], progress=progress)
-    print(format_table(summary, output=out / "eval"))
+    summary, table = evaluate_videos(read_inputs([str(videos)]), cfg, out / "eval", inputs=[str(videos)], progress=progress)
+    print(format_table(summary, table))
     return out / "eval"

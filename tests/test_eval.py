@@ -88,11 +88,28 @@ def test_identical_frames_are_exactly_consistent_and_reversing_the_frames_change
     same = clip.image_embeddings([photo("astronaut", 64)] * 5, batch_size=2)  # across batches too
     assert consecutive_cosines(same).tolist() == [1.0] * 4
     assert frame_consistency(same) == 100.0
-    varied = clip.image_embeddings([photo(name, 64) for name in ("astronaut", "cameraman", "coffee", "chelsea", "grace_hopper")])
+    frames = [photo(name, 64) for name in ("astronaut", "cameraman", "coffee", "chelsea", "grace_hopper")]
+    varied = clip.image_embeddings(frames, batch_size=2)  # batches of 2, 2, 1: which frames share one depends on nothing but the frames
     value = frame_consistency(varied)
     assert value < 100.0 and -100 <= value <= 100
-    assert frame_consistency(varied[::-1]) == value
+    backwards = clip.image_embeddings(frames[::-1], batch_size=2)
+    assert np.array_equal(backwards, varied[::-1]) and frame_consistency(backwards) == value
+    shuffled = [frames[i] for i in (3, 0, 4, 1, 2)]
+    assert np.array_equal(clip.image_embeddings(shuffled, batch_size=2), varied[[3, 0, 4, 1, 2]])
     assert frame_consistency(varied[:1]) is None  # one frame has no pair
+
+
+def test_frames_one_or_three_pixels_tall_are_read_as_height_width_channels(clip):
+    """A numpy array of 1 or 3 rows looks channels-first to the image processor: the frame must be read as the PIL
+    image of it is (PIL images have no such doubt)."""
+    for height in (1, 3):
+        frame = np.ascontiguousarray(photo("coffee", 64)[:height])
+        embedding = clip.image_embeddings([frame])
+        pixels = clip.processor.image_processor(images=[Image.fromarray(frame)], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            reference = clip.model.get_image_features(pixel_values=pixels)
+        reference = (reference if isinstance(reference, torch.Tensor) else reference.pooler_output).numpy()
+        assert embedding.shape == reference.shape and np.allclose(embedding, reference, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ pose accuracy
@@ -117,16 +134,17 @@ def astronaut(tmp_path_factory, mediapipe):
     return {"folder": folder, "video": video, "photo": mediapipe([image])[0], "frames": mediapipe(decoded)}
 
 
-def write_keypoints(path: Path, people_per_frame: list, width: int = 512, height: int = 512) -> Path:
-    """An extract-poses keypoints.parquet at 8 fps holding these people."""
+def write_keypoints(path: Path, people_per_frame: list, width: int = 512, height: int = 512, statuses: list | None = None, **info) -> Path:
+    """An extract-poses keypoints.parquet at 8 fps holding these people (``statuses``: each row's, default ok / no_person)."""
     rows = {f.name: [] for f in SCHEMA}
     for i, people in enumerate(people_per_frame):
         records = [p.to_record() for p in people]
-        for key, value in (("frame", i), ("time", i / 8), ("width", width), ("height", height), ("status", "ok" if records else "no_person"),
+        status = statuses[i] if statuses else "ok" if records else "no_person"
+        for key, value in (("frame", i), ("time", i / 8), ("width", width), ("height", height), ("status", status),
                            ("error", None), ("num_persons", len(records)), ("bboxes", [r["bbox"] for r in records]),
                            ("person_scores", [r["score"] for r in records]), ("keypoints", [r["keypoints"] for r in records])):  # fmt: skip
             rows[key].append(value)
-    info = {"format": "fyp-pose-sequence", "skeleton_style": "openpose", "min_keypoint_score": MIN_SCORE, "backend": "mediapipe"}
+    info = {"format": "fyp-pose-sequence", "skeleton_style": "openpose", "min_keypoint_score": MIN_SCORE, "backend": "mediapipe", **info}
     return PoseSequence(pa.table(rows, schema=SCHEMA), info).save(path)
 
 
@@ -210,15 +228,79 @@ def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
     videos = []
     for dx in (0.0, 9.0, 30.0):
         found = [[_moved(people[0], dx)] for people in astronaut["frames"]]
-        videos.append((4, requested_annotations(rows, 512, 512, MIN_SCORE), detected_annotations(found)))
+        videos.append(([0, 1, 2, 3], requested_annotations(rows, 512, 512, MIN_SCORE), detected_annotations(found)))
     pooled = keypoint_ap(videos)
     # the same frames as one 12-frame video
-    joined = (12, [dict(a, frame=a["frame"] + 4 * v) for v, (_, gt, _) in enumerate(videos) for a in gt],
+    joined = (list(range(12)), [dict(a, frame=a["frame"] + 4 * v) for v, (_, gt, _) in enumerate(videos) for a in gt],
               [dict(a, frame=a["frame"] + 4 * v) for v, (_, _, dt) in enumerate(videos) for a in dt])  # fmt: skip
     single = keypoint_ap([joined])
     assert pooled.ap == single.ap and sum(pooled.frame_oks, []) == single.frame_oks[0]
     assert [keypoint_ap([v]).ap for v in videos][0] == 1.0 and 0.0 < pooled.ap < 1.0
     assert pooled.requested_persons == 12 and pooled.detected_persons == 12
+    # a video whose requested persons are all unseen (placed beyond the frame's right edge) has no AP of its own, but
+    # its sure detections are false positives of the pooled AP; frames not compared count for nothing
+    beyond = [dict(r, keypoints=[[[x + 600, y, s] for x, y, s in kps] for kps in r["keypoints"]],
+                   bboxes=[[b[0] + 600, b[1], b[2] + 600, b[3]] for b in r["bboxes"]]) for r in rows]  # fmt: skip
+    unseen = requested_annotations(beyond, 512, 512, MIN_SCORE)
+    assert all(a["num_keypoints"] == 0 for a in unseen)
+    sure = [dict(a, score=1.0) for a in videos[0][2]]
+    assert keypoint_ap([([0, 1, 2, 3], unseen, sure)]).ap is None
+    with_unseen = keypoint_ap([*videos, ([0, 1, 2, 3], unseen, sure)])
+    assert with_unseen.ap < pooled.ap and with_unseen.detected_persons == 16 and with_unseen.frame_oks[3] == [None] * 4
+    assert keypoint_ap([*videos, ([], unseen, sure)]).ap == pooled.ap
+
+
+def test_only_frames_asking_for_a_person_are_compared_and_unseen_persons_do_not_set_oks(astronaut):
+    """A requested row that is not ``ok`` was drawn as a blank skeleton (no constraint): its frame is not compared. A
+    requested person with no visible keypoint (here: entirely outside the frame) changes neither AP nor the OKS."""
+    from model.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
+    from pose_data.keypoints import PersonPose
+
+    found = astronaut["frames"]
+    rows = [{"status": status, "width": 512, "height": 512, "keypoints": [found[i][0].keypoints.tolist()], "bboxes": [list(found[i][0].bbox)]}
+            for i, status in enumerate(["ok", "low_confidence", "ok", "too_many_persons"])]  # fmt: skip
+    assert compared_frames(rows) == [0, 2]
+    moved = [[_moved(people[0], 9.0)] for people in found]
+    base = keypoint_ap([([0, 2], requested_annotations(rows, 512, 512, MIN_SCORE), detected_annotations(moved))])
+    assert base.requested_persons == 2 and base.detected_persons == 2  # the detections of frames 1 and 3 are left out
+    assert base.frame_oks[0] == pytest.approx([hand_oks(found[0][0], 9.0), hand_oks(found[2][0], 9.0)], abs=2e-4)
+    outside = PersonPose(bbox=(600.0, 600.0, 700.0, 700.0), score=1.0, keypoints=np.column_stack([np.full(17, 650.0), np.full(17, 650.0), np.ones(17)]))
+    crowded = [dict(r, keypoints=r["keypoints"] + [outside.keypoints.tolist()], bboxes=r["bboxes"] + [list(outside.bbox)]) for r in rows]
+    requested = requested_annotations(crowded, 512, 512, MIN_SCORE)
+    assert [a["num_keypoints"] for a in requested if a["frame"] == 0][1] == 0
+    again = keypoint_ap([([0, 2], requested, detected_annotations(moved))])
+    assert again.ap == base.ap and again.frame_oks == base.frame_oks and again.requested_persons == 2
+
+
+def test_requested_keypoints_follow_the_cover_crop_of_another_aspect(astronaut, mediapipe, clip_dir, tmp_path, capsys):
+    """fyp-generate fits a pose frame of another size by scaling it to cover the video's frame and cutting out the
+    centre: a marked pixel of a 1000 x 700 frame lands where :class:`CoverCrop` puts it, and the photo's keypoints
+    written in the coordinates of a 1280 x 1024 frame it was cropped from (scale 0.5, 64 px cut on each side) score
+    AP 1.0 on the 512 x 512 video."""
+    from model.frame_transforms import cover_and_center_crop
+    from model.pose_accuracy import CoverCrop
+
+    source = np.zeros((700, 1000, 3), np.uint8)
+    source[300:310, 600:610] = 255  # a 10 x 10 block centred at (605, 305)
+    fitted = np.asarray(cover_and_center_crop(Image.fromarray(source), 512, 512))
+    ys, xs = np.nonzero(fitted[..., 0] > 127)
+    expected = CoverCrop.between(1000, 700, 512, 512).points(np.array([605.0, 305.0]))
+    assert np.allclose([xs.mean() + 0.5, ys.mean() + 0.5], expected, atol=0.75), (xs.mean(), ys.mean(), expected)
+
+    from pose_data.keypoints import PersonPose
+
+    def in_big_frame(person):
+        keypoints = person.keypoints.copy()
+        keypoints[:, 0], keypoints[:, 1] = 2 * keypoints[:, 0] + 128, 2 * keypoints[:, 1]
+        x0, y0, x1, y1 = person.bbox
+        return PersonPose(bbox=(2 * x0 + 128, 2 * y0, 2 * x1 + 128, 2 * y1), score=person.score, keypoints=keypoints)
+
+    requested = write_keypoints(tmp_path / "big.parquet", [[in_big_frame(p[0])] for p in astronaut["frames"]], width=1280, height=1024)
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(requested)}])
+    code, _, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 0, err
+    row = pd.read_parquet(tmp_path / "eval" / "metrics.parquet").iloc[0]
+    assert row["pose_ap"] == 1.0 and list(row["frame_oks"]) == [1.0] * 4
 
 
 def _moved(person, dx: float):
@@ -319,13 +401,16 @@ def test_broken_lines_and_videos_are_rows_with_reasons_and_a_rerun_resumes(astro
     assert rows["pose_ap"].iloc[0] == 1.0
     assert "skeleton video without keypoints" in rows["pose_reason"].iloc[4] and np.isnan(rows["pose_ap"].iloc[4])
     assert rows["path"].iloc[5] == str(tmp_path / "astronaut.mp4") and "nowhere.parquet does not exist" in rows["pose_reason"].iloc[5]
-    # a rerun takes the scored videos from scored.jsonl and gives the same table
+    assert rows["origin"].tolist() == [f"{lines}:{n}" for n in range(1, 9)]
+    # a rerun takes the scored videos from scored.jsonl and gives the same table, also with every line moved down one
+    lines.write_bytes(b"\n" + lines.read_bytes())
     code, _, _ = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
     assert code == 2
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["counts"]["reused"] == 3 and summary["counts"]["ok"] == 3
     again = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
-    pd.testing.assert_frame_equal(again.drop(columns="seconds"), rows.drop(columns="seconds"))
+    assert again["origin"].tolist() == [f"{lines}:{n}" for n in range(2, 10)] and "v.jsonl:5: not JSON" in again["reason"].iloc[3]
+    pd.testing.assert_frame_equal(again.drop(columns=["seconds", "origin", "reason"]), rows.drop(columns=["seconds", "origin", "reason"]))
 
 
 def test_bad_arguments_stop_early_with_one_line(clip_dir, tmp_path, capsys):
@@ -357,3 +442,136 @@ def _env() -> dict:
     import os
 
     return dict(os.environ)
+
+
+def test_broken_sidecars_are_rows_naming_the_field_and_a_keypoints_file_must_be_the_one_recorded(generated, astronaut, clip_dir, tmp_path, capsys):
+    """Sidecars with a field of the wrong type are failed rows naming it (never a traceback); the keypoints file is
+    found where the sidecar says, else by name beside it, and is used only when it is the very file the video was
+    made from (its SHA-256)."""
+    good = json.loads((generated / "side.json").read_text())
+    folder = tmp_path / "videos"
+    (folder / "elsewhere").mkdir(parents=True)
+    shutil.copy(good["pose"]["keypoints"], folder / "keypoints.parquet")  # the same file, moved with the videos
+    other = write_keypoints(folder / "elsewhere" / "keypoints.parquet", [[_moved(astronaut["photo"][0], 30.0)]] * 4)
+    gone = str(tmp_path / "was-here" / "keypoints.parquet")
+
+    def variant(name: str, where: Path, change) -> None:
+        data = json.loads(json.dumps(good))
+        change(data)
+        data["video"] = f"{name}.mp4"
+        shutil.copy(generated / "side.mp4", where / f"{name}.mp4")
+        (where / f"{name}.json").write_text(json.dumps(data))
+
+    variant("a_good", folder, lambda d: None)
+    variant("b_pose_text", folder, lambda d: d.update(pose="keypoints.parquet"))
+    variant("c_kind_list", folder, lambda d: d["pose"].update(kind=["keypoints"]))
+    variant("d_keypoints_number", folder, lambda d: d["pose"].update(keypoints=7))
+    variant("e_source_list", folder, lambda d: d["pose"].update(source=["a", "b"]))
+    variant("f_blank_prompt", folder, lambda d: d.update(prompt=" "))
+    variant("g_fps_text", folder, lambda d: d.update(fps="fast"))
+    variant("h_moved", folder, lambda d: d["pose"].update(keypoints=gone))
+    variant("i_other_file", folder, lambda d: d["pose"].update(keypoints=str(other)))
+    variant("j_moved_beside_another", folder / "elsewhere", lambda d: d["pose"].update(keypoints=gone))
+    variant("k_rows_text", folder, lambda d: d["pose"].update(keypoint_rows="0-3"))
+    code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "7 of 11 video(s) could not be scored" in err and "Traceback" not in err + out
+    table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet").set_index("origin")
+    reason = {Path(origin).stem: r for origin, r in table["reason"].items()}
+    assert "pose must be an object, got str" in reason["b_pose_text"]
+    assert "pose.kind must be one of skeleton_video, skeleton_frames, keypoints, driving_video, got ['keypoints']" in reason["c_kind_list"]
+    assert "pose.keypoints must be a non-empty string, got 7" in reason["d_keypoints_number"]
+    assert "pose.source must be a non-empty string" in reason["e_source_list"]
+    assert "prompt must be a non-empty string" in reason["f_blank_prompt"] and "fps must be a number > 0, got 'fast'" in reason["g_fps_text"]
+    assert "pose.keypoint_rows must be a list of row numbers >= 0, got '0-3'" in reason["k_rows_text"]
+    assert all(str(folder / name) in reason[name] for name in ("b_pose_text", "g_fps_text"))  # the row names its sidecar
+    rows = {Path(origin).stem: row for origin, row in table.iterrows()}
+    assert rows["a_good"]["status"] == "ok"
+    for name in ("a_good", "h_moved"):  # the tiny random model draws noise: compared, AP 0 (nobody found), but compared
+        assert rows[name]["pose_frames"] == 4 and rows[name]["pose_ap"] == 0.0 and rows[name]["pose_reason"] is None
+    for name in ("i_other_file", "j_moved_beside_another"):
+        assert rows[name]["status"] == "ok" and np.isnan(rows[name]["pose_ap"]) and "not the one the video was made from" in rows[name]["pose_reason"]
+
+
+def test_hostile_pose_files_and_pose_kinds_leave_pose_ap_empty_with_a_reason(astronaut, clip_dir, tmp_path, capsys):
+    no_threshold = write_keypoints(tmp_path / "null.parquet", [astronaut["photo"]] * 4, min_keypoint_score=None)
+    table = pq_read(write_keypoints(tmp_path / "17.parquet", [astronaut["photo"]] * 4))
+    info = {"format": "fyp-pose-sequence", "skeleton_style": "openpose", "min_keypoint_score": MIN_SCORE}
+
+    def with_column(name: str, values: list) -> pa.Table:
+        return table.set_column(table.schema.get_field_index(name), name, pa.array(values, table.schema.field(name).type))
+
+    two_keypoints = PoseSequence(with_column("keypoints", [[person[:2] for person in frame] for frame in table.column("keypoints").to_pylist()]),
+                                 info).save(tmp_path / "two.parquet")  # fmt: skip
+    three_corners = PoseSequence(with_column("bboxes", [[box[:3] for box in frame] for frame in table.column("bboxes").to_pylist()]),
+                                 info).save(tmp_path / "three.parquet")  # fmt: skip
+    good = write_keypoints(tmp_path / "good.parquet", [astronaut["photo"]] * 4)
+    video = str(astronaut["video"])
+    lines = jsonl(tmp_path / "v.jsonl", [
+        {"video": video, "prompt": "a", "pose": str(no_threshold)},
+        {"video": video, "prompt": "a", "pose": str(two_keypoints)},
+        {"video": video, "prompt": "a", "pose": str(three_corners)},
+        {"video": video, "prompt": "a", "pose": video, "keypoint_rows": [0, 1, 2, 3]},  # the video is a driving video: rows of what?
+        {"video": video, "prompt": "a", "pose": video, "pose_kind": "driving_video", "keypoint_rows": [0, 1]},
+        {"video": video, "prompt": "a", "pose": str(good), "pose_kind": "dancing"},
+        {"video": video, "prompt": "a", "pose": str(good), "pose_kind": "keypoints", "keypoint_rows": [3, 2, 1, 0]},
+        {"video": "~nosuchuser/a.mp4", "prompt": "a"},
+        {"video": video, "prompt": "a", "pose": "bad\u0000name.parquet"},
+    ])  # fmt: skip
+    code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "3 of 9 video(s) could not be scored" in err and "Traceback" not in err + out
+    rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    assert rows["status"].tolist() == ["ok", "ok", "ok", "ok", "failed", "failed", "ok", "failed", "ok"]
+    assert rows["pose_ap"].isna().tolist() == [True] * 6 + [False, True, True] and rows["pose_ap"].iloc[6] == 1.0
+    assert "the video ~nosuchuser/a.mp4 does not exist" in rows["reason"].iloc[7]
+    assert rows["pose_reason"].iloc[8] == "the pose bad\x00name.parquet does not exist"
+    assert "records no keypoint threshold in [0, 1] (min_keypoint_score None)" in rows["pose_reason"].iloc[0]
+    assert f"the pose {two_keypoints} cannot be read" in rows["pose_reason"].iloc[1] and "expected (17, 3)" in rows["pose_reason"].iloc[1]
+    assert f"the pose {three_corners} cannot be compared: ValueError" in rows["pose_reason"].iloc[2]
+    assert "keypoint_rows are given for" in rows["pose_reason"].iloc[3] and "a driving video" in rows["pose_reason"].iloc[3]
+    assert "a pose_kind driving_video has none" in rows["reason"].iloc[4] and "pose_kind must be one of" in rows["reason"].iloc[5]
+    assert rows["clip_score"].iloc[:4].notna().all()  # the CLIP figures stand whatever the pose
+
+
+def pq_read(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def test_a_rerun_scores_again_what_changed_beside_a_skeleton_video_or_in_the_clip_folder(astronaut, tmp_path, capsys):
+    clip_dir = make_tiny_clip(tmp_path / "clip", seed=0)
+    poses = tmp_path / "poses"  # as extract-poses writes them: skeleton.mp4 with keypoints.parquet beside it
+    poses.mkdir()
+    write_keypoints(poses / "keypoints.parquet", [astronaut["photo"]] * 4)
+    write_video([render_skeleton("openpose", astronaut["photo"], 512, 512, MIN_SCORE)] * 4, poses / "skeleton.mp4", 8.0,
+                comment={"format": "fyp-skeleton-video", "skeleton_style": "openpose"})  # fmt: skip
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(poses / "skeleton.mp4")}])
+
+    def run() -> tuple[dict, pd.Series]:
+        code, _, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+        assert code == 0, err
+        return json.loads((tmp_path / "eval" / "summary.json").read_text())["counts"], pd.read_parquet(tmp_path / "eval" / "metrics.parquet").iloc[0]
+
+    counts, first = run()
+    assert counts["reused"] == 0 and first["pose_ap"] == 1.0
+    assert run()[0]["reused"] == 1
+    write_keypoints(poses / "keypoints.parquet", [[_moved(astronaut["photo"][0], 30.0)]] * 4)  # the poses beside the skeleton video change
+    counts, moved = run()
+    assert counts["reused"] == 0 and moved["pose_ap"] < 1.0 and moved["clip_score"] == first["clip_score"]
+    make_tiny_clip(clip_dir, seed=1)  # another model saved over the same folder
+    counts, other = run()
+    assert counts["reused"] == 0 and other["clip_score"] != first["clip_score"] and other["pose_ap"] == moved["pose_ap"]
+    assert run()[0]["reused"] == 1
+
+
+def test_mmpose_runs_on_clips_device_unless_the_config_names_its_own():
+    from model.eval_cli import build_parser, eval_config
+
+    def config(*args: str):
+        return eval_config(build_parser().parse_args(["in.jsonl", "--output", "out", *args]))
+
+    for args in ((), ("--config", "eval")):
+        cfg = config(*args, "--pose-backend", "mmpose")
+        assert cfg.pose.device == cfg.device  # cuda on a GPU machine, where MMPose used to stay on the CPU
+    assert config("--pose-backend", "mmpose", "--set", "pose.device=cuda:1").pose.device == "cuda:1"
+    assert config("--pose-backend", "mmpose", "--set", "pose.device=cuda:1", "--device", "cpu").pose.device == "cpu"
