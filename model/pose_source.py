@@ -207,7 +207,7 @@ def _from_folder(path: Path, num_frames: int | None, stride: int | None) -> Pose
 def sample_rows(times: list[float], num_frames: int | None, fps: float | None, stride: int | None) -> list[int]:
     """The rows of a pose sequence with timestamps ``times`` kept when sampling at ``fps`` (nearest row per tick)
     or every ``stride``-th row, at most ``num_frames``."""
-    sampler = make_sampler(fps, stride)
+    sampler = make_sampler(fps, stride, num_frames)
     chosen: list[int] = []
     for i, t in enumerate(times):
         chosen.extend(sampler.add(i, t))

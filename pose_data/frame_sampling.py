@@ -38,10 +38,13 @@ def check_stride(stride: object, name: str = "frame stride") -> int:
 
 
 class RateSampler:
-    """Nearest-item resampling to ``fps`` (module doc). ``add`` returns the items of the ticks it closed."""
+    """Nearest-item resampling to ``fps`` (module doc). ``add`` returns the items of the ticks it closed, at most
+    ``max_ticks`` in all (None: no limit), so a timestamp far ahead (a jump in a hostile file) costs no more than
+    the items still wanted."""
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, max_ticks: int | None = None) -> None:
         self.fps = check_fps(fps)
+        self.max_ticks = max_ticks
         self.first_t: float | None = None
         self.ticks = 0  # ticks emitted so far
         self._previous: tuple[Any, float] | None = None
@@ -53,7 +56,7 @@ class RateSampler:
         if self.first_t is None:
             self.first_t = t
         out = []
-        while True:
+        while self.max_ticks is None or self.ticks < self.max_ticks:
             tick = self.first_t + self.ticks / self.fps
             if tick > t + TICK_EPS:
                 break
@@ -77,11 +80,11 @@ class StrideSampler:
         return [item] if keep else []
 
 
-def make_sampler(fps: float | None = None, stride: int | None = None) -> RateSampler | StrideSampler:
-    """``fps`` -> :class:`RateSampler`; else every ``stride``-th (default every) input. Not both."""
+def make_sampler(fps: float | None = None, stride: int | None = None, max_items: int | None = None) -> RateSampler | StrideSampler:
+    """``fps`` -> :class:`RateSampler` (giving at most ``max_items``); else every ``stride``-th (default every) input. Not both."""
     if fps is not None and stride is not None:
         raise ValueError(f"give a sampling rate (fps {fps}) or a frame stride ({stride}), not both")
-    return RateSampler(fps) if fps is not None else StrideSampler(1 if stride is None else stride)
+    return RateSampler(fps, max_items) if fps is not None else StrideSampler(1 if stride is None else stride)
 
 
 class _Enough(Exception):
@@ -98,15 +101,15 @@ def decode_sampled(path, on_kept: Callable[[int, Any, float], None], *, fps: flo
     """
     from pose_data.video_decode import decode_video
 
-    sampler = make_sampler(fps, stride)
+    sampler = make_sampler(fps, stride, max_frames)
     counts = {"decoded": 0, "kept": 0}
 
     def on_frame(frame, t: float) -> None:
+        if max_frames is not None and counts["kept"] >= max_frames:
+            raise _Enough
         index = counts["decoded"]
         counts["decoded"] += 1
         for kept_index, kept_frame, kept_t in sampler.add((index, frame, t), t):
-            if max_frames is not None and counts["kept"] >= max_frames:
-                raise _Enough
             on_kept(kept_index, kept_frame, kept_t)
             counts["kept"] += 1
 

@@ -60,6 +60,11 @@ def test_rate_and_stride_sampling():
         make_sampler(8, 2)
     with pytest.raises(ValueError, match="positive"):
         RateSampler(0)
+    # a timestamp a billion seconds on (a hostile file) closes a billion ticks: a limited sampler gives only the
+    # ticks still wanted, at once
+    limited = RateSampler(8, max_ticks=4)
+    assert limited.add("a", 0.0) == ["a"] and limited.add("b", 1e9) == ["a", "a", "a"] and limited.add("c", 2e9) == []
+    assert make_sampler(8, None, 5).max_ticks == 5
 
 
 def test_extract_poses_writes_keypoints_and_a_matching_skeleton_video(extracted):
