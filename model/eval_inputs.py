@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from pose_data.video_writer import VIDEO_SUFFIXES
 #: The kinds of pose source (``model.pose_source``'s, less "auto").
 POSE_KINDS = tuple(k for k in KINDS if k != "auto")
 JSONL_KEYS = ("video", "prompt", "pose", "pose_kind", "keypoint_rows")
+#: The highest frame rate a sidecar may record (video runs at 1-240 fps; more is a broken or hostile file).
+MAX_FPS = 10_000.0
 
 
 @dataclass
@@ -80,11 +83,16 @@ def _from_folder(folder: Path) -> list[EvalItem]:
     for sidecar in sorted(folder.rglob("*.json")):
         try:
             data = json.loads(sidecar.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        except (ValueError, RecursionError, OSError):  # not JSON, not UTF-8, too deep, a number too long
             continue  # not ours (generate_manifest.json is ours but not a sidecar: it has another format)
         if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
             continue
-        video = sidecar.parent / str(data.get("video") or sidecar.with_suffix(".mp4").name)
+        name = data.get("video") or sidecar.with_suffix(".mp4").name
+        if not isinstance(name, str):
+            items.append(EvalItem(str(sidecar), origin=str(sidecar), error=f"sidecar {sidecar}: not a readable fyp-generate "
+                                  f"sidecar (video must be a file name, got {_shown(name)})"))  # fmt: skip
+            continue
+        video = sidecar.parent / name
         if video.is_file():  # (False for a name no file can have, such as one with a NUL byte)
             claimed.add(video.resolve())
         items.append(_from_sidecar(video, sidecar, data))
@@ -101,18 +109,21 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
         pose = data.get("pose") or {}
         if not isinstance(pose, dict):
             raise ValueError(f"pose must be an object, got {type(pose).__name__}")
-        item.prompt = _text(data.get("prompt"), "prompt")
+        item.prompt = _text(data.get("prompt"), "prompt", unicode=True)
         item.pose = _text(pose.get("source"), "pose.source", optional=True)
         item.pose_kind = _kind(pose.get("kind"), "pose.kind")
         keypoints = _text(pose.get("keypoints"), "pose.keypoints", optional=True)
         digest = _text(pose.get("keypoints_sha256"), "pose.keypoints_sha256", optional=True)
         fps = data.get("fps")
         item.fps = _positive(fps, "fps") if fps is not None else None
-        if data.get("side_by_side"):
-            item.crop_width = int(_positive(data.get("width"), "width"))
+        side_by_side = data.get("side_by_side", False)
+        if not isinstance(side_by_side, bool):
+            raise ValueError(f"side_by_side must be true or false, got {_shown(side_by_side)}")
+        if side_by_side:
+            item.crop_width = _whole(data.get("width"), "width")
         rows = pose.get("keypoint_rows")
         if rows is not None and not _row_numbers(rows):
-            raise ValueError(f"pose.keypoint_rows must be a list of row numbers >= 0, got {rows!r}"[:300])
+            raise ValueError(f"pose.keypoint_rows must be a list of row numbers >= 0, got {_shown(rows)}")
     except ValueError as err:
         item.error = f"sidecar {sidecar}: not a readable fyp-generate sidecar ({err})"
         return item
@@ -134,24 +145,47 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
     return item
 
 
-def _text(value, name: str, *, optional: bool = False) -> str | None:
+def _shown(value) -> str:
+    """``value`` for a message, cut short (a hostile field can be megabytes, or an int too long to print)."""
+    return reprlib.repr(value)
+
+
+def _text(value, name: str, *, optional: bool = False, unicode: bool = False) -> str | None:
+    """A non-empty string (``unicode``: also valid Unicode text, no lone surrogate: what a prompt must be)."""
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        raise ValueError(f"{name} must be a non-empty string, got {_shown(value)}")
+    if unicode:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} is not valid Unicode text (a lone surrogate): {_shown(value)}") from None
     return value
 
 
 def _kind(value, name: str) -> str | None:
     if value is not None and value not in POSE_KINDS:
-        raise ValueError(f"{name} must be one of {', '.join(POSE_KINDS)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(POSE_KINDS)}, got {_shown(value)}")
     return value
 
 
 def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
+    """A finite number > 0 (at most :data:`MAX_FPS` for a frame rate)."""
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int of hundreds of digits
+        number = math.inf
+    if not (0 < number < math.inf) or (name == "fps" and number > MAX_FPS):
+        limit = f" and at most {MAX_FPS:g}" if name == "fps" else ""
+        raise ValueError(f"{name} must be a number > 0{limit}, got {_shown(value)}")
+    return number
+
+
+def _whole(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {_shown(value)}")
+    return value
 
 
 def _row_numbers(rows) -> bool:
@@ -190,15 +224,15 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
                 raise ValueError(f"expected a JSON object, got {type(values).__name__}")
             unknown = sorted(set(values) - set(JSONL_KEYS))
             if unknown:
-                raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(JSONL_KEYS)})")
-            item.video, item.prompt = _text(values.get("video"), "video"), _text(values.get("prompt"), "prompt")
+                raise ValueError(f"unknown key(s) {', '.join(_shown(k) for k in unknown[:5])} (known: {', '.join(JSONL_KEYS)})")
+            item.video, item.prompt = _text(values.get("video"), "video"), _text(values.get("prompt"), "prompt", unicode=True)
             video = _existing(item.video, file.parent)
             if video is None:
                 raise ValueError(f"the video {item.video} does not exist")
             item.video = str(video)
             rows = values.get("keypoint_rows")
             if rows is not None and not _row_numbers(rows):
-                raise ValueError(f"keypoint_rows must be a list of row numbers >= 0, got {rows!r}")
+                raise ValueError(f"keypoint_rows must be a list of row numbers >= 0, got {_shown(rows)}")
             item.keypoint_rows = rows
             item.pose_kind = _kind(values.get("pose_kind"), "pose_kind")
             if rows is not None and item.pose_kind in ("driving_video", "skeleton_frames"):
@@ -209,7 +243,7 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
             if pose is None:
                 item.no_pose = "no pose given for this video"
             elif not isinstance(pose, str) or not pose.strip():
-                raise ValueError(f"pose must be a path, got {pose!r}")
+                raise ValueError(f"pose must be a path, got {_shown(pose)}")
             else:
                 item.pose = pose
                 found = _existing(pose, file.parent)
@@ -219,7 +253,9 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
                     item.pose = str(found)
         except json.JSONDecodeError as err:
             item.error = f"{where}: not JSON ({err.msg})"
-        except ValueError as err:
+        except ValueError as err:  # (also json's refusal of a number of thousands of digits)
             item.error = f"{where}: {err}"
+        except RecursionError:
+            item.error = f"{where}: not JSON this reader can take (nested too deeply)"
         items.append(item)
     return items

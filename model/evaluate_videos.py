@@ -160,10 +160,10 @@ def hub_revision(name: str) -> str | None:
     return Path(cached).parent.name if isinstance(cached, str) else None
 
 
-def item_key(item: EvalItem, models: dict) -> str | None:
-    """The resume key of a video: its file, prompt, the pose files it is compared with (as given, and the
-    ``keypoints.parquet`` beside a skeleton video) and the models' :func:`fingerprint`; None when it cannot be
-    scored anyway."""
+def item_stamp(item: EvalItem) -> dict | None:
+    """What of a video its scores depend on: its file, prompt, and the pose files it is compared with (as given,
+    and the ``keypoints.parquet`` beside a skeleton video), by size and time; None when it cannot be scored anyway.
+    Taken before scoring, so a file rewritten meanwhile is scored again next time."""
     if item.error:
         return None
     video = file_stamp(item.video)
@@ -171,9 +171,14 @@ def item_key(item: EvalItem, models: dict) -> str | None:
         return None
     read = [item.keypoints, item.pose, str(Path(item.pose).parent / "keypoints.parquet") if item.pose else None]
     listed = {k: v for k, v in asdict(item).items() if k != "origin"}  # a line moved in its jsonl is the same video
-    what = {"video": str(Path(item.video).resolve()), "stamp": video, "item": listed,
-            "pose_files": [(p, file_stamp(p)) for p in read if p], "models": models}  # fmt: skip
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    return {"video": str(Path(item.video).resolve()), "stamp": video, "item": listed, "pose_files": [(p, file_stamp(p)) for p in read if p]}
+
+
+def resume_key(stamp: dict | None, models: dict) -> str | None:
+    """The resume key of a video: its :func:`item_stamp` and the models' :func:`fingerprint`."""
+    if stamp is None:
+        return None
+    return hashlib.sha256(json.dumps({**stamp, "models": models}, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def decode_frames(item: EvalItem) -> tuple[list[np.ndarray], float]:
@@ -300,18 +305,35 @@ def pose_accuracy(item: EvalItem, people: list, width: int, height: int, fps: fl
             "_compared": compared, "_requested": gt, "_detected": dt}  # fmt: skip
 
 
+#: What a journal row must hold besides the :data:`SCHEMA` columns (the overall figures need them).
+JOURNAL_FIELDS = ("frames", "clip_score", "frame_clip_scores", "frame_persons", "person_found", "pose_frames", "_pairs")
+
+
 def _load_scored(path: Path) -> dict[str, dict]:
-    """The rows already scored (a torn last line from a killed run is skipped)."""
+    """The rows already scored; a line that is torn (a killed run) or not a whole ``ok`` row is skipped, so its video
+    is scored again."""
     done: dict[str, dict] = {}
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
-                if isinstance(entry["row"], dict) and entry["row"].get("status") == OK:
-                    done[entry["key"]] = entry["row"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                row = entry["row"]
+                if row.get("status") != OK or any(row.get(name) is None for name in JOURNAL_FIELDS) or not isinstance(row["_pairs"], int):
+                    continue
+                pa.Table.from_pylist([{f.name: row.get(f.name) for f in SCHEMA}], schema=SCHEMA)  # the types, or ArrowException
+                done[str(entry["key"])] = row
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError, pa.ArrowException):
                 continue
     return done
+
+
+def _ends_a_line(path: Path) -> None:
+    """Close a torn last line of ``path`` (a killed run's) so the next entry starts a line of its own."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
 
 
 def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.PathLike, *, inputs: list[str] | None = None,
@@ -327,26 +349,28 @@ def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.Pat
     out.mkdir(parents=True, exist_ok=True)
     scored_file = out / "scored.jsonl"
     done = _load_scored(scored_file)
+    _ends_a_line(scored_file)
     models, identity = Models(cfg), fingerprint(cfg)
     rows, reused = [], 0
     try:
         with open(scored_file, "a", encoding="utf-8") as journal, \
                 StatusProgress(total=len(items), initial=0, statuses=(OK, FAILED), enabled=progress, unit="video") as bar:  # fmt: skip
             for item in items:
-                key = item_key(item, identity)
+                stamp = item_stamp(item)
+                key = resume_key(stamp, identity)
                 if key is not None and key in done:
                     row, reused = {**done[key], "origin": item.origin}, reused + 1
                 else:
                     row = _score_or_fail(item, models, out / "poses")
                     if key is not None and row["status"] == OK:
                         identity = fingerprint(cfg)  # as loaded: a hub model downloaded just now has its revision
-                        journal.write(json.dumps({"key": item_key(item, identity), "row": row}) + "\n")
+                        journal.write(json.dumps({"key": resume_key(stamp, identity), "row": row}) + "\n")
                         journal.flush()
                 rows.append(row)
                 bar.update(1, {row["status"]: 1})
     finally:
         models.close()
-    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in SCHEMA} for r in rows], schema=SCHEMA)
+    table = pa.Table.from_pylist([{f.name: _storable(r.get(f.name), f.type) for f in SCHEMA} for r in rows], schema=SCHEMA)
     with atomic_path(out / "metrics.parquet") as tmp:
         pq.write_table(table, tmp)
     summary = {
@@ -366,6 +390,20 @@ def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.Pat
     return summary, table
 
 
+def _storable(value, kind: pa.DataType | None = None):
+    """``value`` as a column of ``kind`` can hold it: text for a string column (a prompt that was no string, from an
+    item built by hand), and a file name that is not UTF-8 (Python keeps its bytes as lone surrogates) with those
+    bytes escaped (``caf\\udce9.mp4``)."""
+    if kind is not None and pa.types.is_string(kind) and value is not None and not isinstance(value, str):
+        value = repr(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _score_or_fail(item: EvalItem, models: Models, poses_dir: Path) -> dict:
     """:func:`score_video`, with anything unforeseen in one video's data made that video's failed row (the models
     failing to load is not about one video: it stops the run)."""
@@ -374,7 +412,8 @@ def _score_or_fail(item: EvalItem, models: Models, poses_dir: Path) -> dict:
     except (ClipModelLoadError, PoseModelLoadError):
         raise
     except Exception as err:  # noqa: BLE001 - never a crash for one bad video
-        log.warning("%s could not be scored", item.video, exc_info=True)
+        log.warning("%s could not be scored: %s: %s", _storable(item.video), type(err).__name__, _storable(str(err))[:300])
+        log.debug("the error's traceback", exc_info=True)
         return {"path": item.video, "origin": item.origin, "prompt": item.prompt, "pose_source": item.pose or item.keypoints,
                 "status": FAILED, "reason": f"unexpected error: {type(err).__name__}: {err}"}  # fmt: skip
 

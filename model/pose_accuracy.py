@@ -64,14 +64,17 @@ class CoverCrop:
 
 def requested_annotations(rows: list[dict], width: int, height: int, min_score: float) -> list[dict]:
     """COCO ground-truth annotations of requested pose frames ``rows`` (``keypoints.parquet`` rows as dicts, row i
-    for generated frame i) in a ``width`` x ``height`` generated frame (module doc)."""
+    for generated frame i) in a ``width`` x ``height`` generated frame (module doc). ValueError for a row whose
+    boxes do not fit its persons (another count, not finite, x1 < x0 or y1 < y0)."""
     annotations = []
     for frame, row in enumerate(rows):
         if row.get("status", "ok") != "ok":
             continue
         crop = CoverCrop.between(int(row["width"]), int(row["height"]), width, height)
-        boxes = row.get("bboxes") or [None] * len(row["keypoints"] or [])
-        for keypoints, box in zip(row["keypoints"] or [], boxes):
+        persons = row["keypoints"] or []
+        boxes = row.get("bboxes") or [None] * len(persons)
+        _check_boxes(boxes, len(persons), frame)
+        for keypoints, box in zip(persons, boxes):
             kps = np.asarray(keypoints, dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
             xy = crop.points(kps[:, :2])
             inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
@@ -87,6 +90,17 @@ def requested_annotations(rows: list[dict], width: int, height: int, min_score: 
             annotations.append({"frame": frame, "keypoints": [round(float(v), 3) for v in flat],
                                 "bbox": [float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)], "num_keypoints": int(visible.sum())})  # fmt: skip
     return annotations
+
+
+def _check_boxes(boxes: list, persons: int, frame: int) -> None:
+    if len(boxes) != persons:
+        raise ValueError(f"pose frame {frame} has {len(boxes)} box(es) for {persons} person(s)")
+    for box in boxes:
+        if box is None:
+            continue
+        corners = np.asarray(box, dtype=np.float64)
+        if corners.shape != (4,) or not np.isfinite(corners).all() or corners[2] < corners[0] or corners[3] < corners[1]:
+            raise ValueError(f"pose frame {frame} has a box that is not (x0, y0, x1, y1) with x0 <= x1, y0 <= y1: {box!r}"[:300])
 
 
 def detected_annotations(people_per_frame: list[list[PersonPose]]) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -220,11 +221,16 @@ def test_shifted_keypoints_lower_ap_as_cocos_oks_formula_says(astronaut, clip_di
     assert pooled["pose_ap_mean_per_video"] == pytest.approx(sum(ap for _, ap in expected) / 4)
 
 
+def pose_rows(frames: list, dx: float = 0.0) -> list[dict]:
+    """keypoints.parquet rows (as dicts) holding these people, moved right by ``dx``."""
+    return [{"status": "ok", "width": 512, "height": 512, "keypoints": [[[x + dx, y, s] for x, y, s in p.keypoints.tolist()] for p in people],
+             "bboxes": [[p.bbox[0] + dx, p.bbox[1], p.bbox[2] + dx, p.bbox[3]] for p in people]} for people in frames]  # fmt: skip
+
+
 def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
     from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
 
-    rows = [{"status": "ok", "width": 512, "height": 512, "keypoints": [p.keypoints.tolist() for p in people], "bboxes": [list(p.bbox) for p in people]}
-            for people in astronaut["frames"]]  # fmt: skip
+    rows = pose_rows(astronaut["frames"])
     videos = []
     for dx in (0.0, 9.0, 30.0):
         found = [[_moved(people[0], dx)] for people in astronaut["frames"]]
@@ -239,9 +245,7 @@ def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
     assert pooled.requested_persons == 12 and pooled.detected_persons == 12
     # a video whose requested persons are all unseen (placed beyond the frame's right edge) has no AP of its own, but
     # its sure detections are false positives of the pooled AP; frames not compared count for nothing
-    beyond = [dict(r, keypoints=[[[x + 600, y, s] for x, y, s in kps] for kps in r["keypoints"]],
-                   bboxes=[[b[0] + 600, b[1], b[2] + 600, b[3]] for b in r["bboxes"]]) for r in rows]  # fmt: skip
-    unseen = requested_annotations(beyond, 512, 512, MIN_SCORE)
+    unseen = requested_annotations(pose_rows(astronaut["frames"], 600.0), 512, 512, MIN_SCORE)
     assert all(a["num_keypoints"] == 0 for a in unseen)
     sure = [dict(a, score=1.0) for a in videos[0][2]]
     assert keypoint_ap([([0, 1, 2, 3], unseen, sure)]).ap is None
@@ -252,9 +256,8 @@ def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
 
 def test_only_frames_asking_for_a_person_are_compared_and_unseen_persons_do_not_set_oks(astronaut):
     """A requested row that is not ``ok`` was drawn as a blank skeleton (no constraint): its frame is not compared. A
-    requested person with no visible keypoint (here: entirely outside the frame) changes neither AP nor the OKS."""
+    requested person with no visible keypoint changes neither AP nor the OKS."""
     from model.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
-    from pose_data.keypoints import PersonPose
 
     found = astronaut["frames"]
     rows = [{"status": status, "width": 512, "height": 512, "keypoints": [found[i][0].keypoints.tolist()], "bboxes": [list(found[i][0].bbox)]}
@@ -264,8 +267,10 @@ def test_only_frames_asking_for_a_person_are_compared_and_unseen_persons_do_not_
     base = keypoint_ap([([0, 2], requested_annotations(rows, 512, 512, MIN_SCORE), detected_annotations(moved))])
     assert base.requested_persons == 2 and base.detected_persons == 2  # the detections of frames 1 and 3 are left out
     assert base.frame_oks[0] == pytest.approx([hand_oks(found[0][0], 9.0), hand_oks(found[2][0], 9.0)], abs=2e-4)
-    outside = PersonPose(bbox=(600.0, 600.0, 700.0, 700.0), score=1.0, keypoints=np.column_stack([np.full(17, 650.0), np.full(17, 650.0), np.ones(17)]))
-    crowded = [dict(r, keypoints=r["keypoints"] + [outside.keypoints.tolist()], bboxes=r["bboxes"] + [list(outside.bbox)]) for r in rows]
+    # a second requested person right where the detection is, every keypoint too unsure to be visible: COCO's OKS
+    # of an annotation without visible keypoints is 1.0 for a detection inside its box, which must not count
+    unsure = [[[x + 9.0, y, 0.1] for x, y, _ in r["keypoints"][0]] for r in rows]
+    crowded = [dict(r, keypoints=r["keypoints"] + [kps], bboxes=r["bboxes"] + [r["bboxes"][0]]) for r, kps in zip(rows, unsure)]
     requested = requested_annotations(crowded, 512, 512, MIN_SCORE)
     assert [a["num_keypoints"] for a in requested if a["frame"] == 0][1] == 0
     again = keypoint_ap([([0, 2], requested, detected_annotations(moved))])
@@ -473,16 +478,27 @@ def test_broken_sidecars_are_rows_naming_the_field_and_a_keypoints_file_must_be_
     variant("i_other_file", folder, lambda d: d["pose"].update(keypoints=str(other)))
     variant("j_moved_beside_another", folder / "elsewhere", lambda d: d["pose"].update(keypoints=gone))
     variant("k_rows_text", folder, lambda d: d["pose"].update(keypoint_rows="0-3"))
+    variant("l_fps_huge", folder, lambda d: d.update(fps=10**400))  # float() of it overflows
+    variant("m_side_text", folder, lambda d: d.update(side_by_side="false"))
+    variant("n_width_half", folder, lambda d: d.update(width=0.5))
+    variant("o_fps_fast", folder, lambda d: d.update(fps=1e300))  # would tick 1e300 times a second through the pose rows
+    (folder / "p_video_list.json").write_text(json.dumps({**good, "video": ["side.mp4"]}))
+    (folder / "q_deep.json").write_text("[" * 100_000)  # not a sidecar json can read: ignored, its video has none
+    shutil.copy(generated / "side.mp4", folder / "q_deep.mp4")
     code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
-    assert code == 2 and "7 of 11 video(s) could not be scored" in err and "Traceback" not in err + out
+    assert code == 2 and "13 of 17 video(s) could not be scored" in err and "Traceback" not in err + out
     table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet").set_index("origin")
     reason = {Path(origin).stem: r for origin, r in table["reason"].items()}
     assert "pose must be an object, got str" in reason["b_pose_text"]
     assert "pose.kind must be one of skeleton_video, skeleton_frames, keypoints, driving_video, got ['keypoints']" in reason["c_kind_list"]
     assert "pose.keypoints must be a non-empty string, got 7" in reason["d_keypoints_number"]
     assert "pose.source must be a non-empty string" in reason["e_source_list"]
-    assert "prompt must be a non-empty string" in reason["f_blank_prompt"] and "fps must be a number > 0, got 'fast'" in reason["g_fps_text"]
+    assert "prompt must be a non-empty string" in reason["f_blank_prompt"] and "fps must be a number > 0 and at most 10000, got 'fast'" in reason["g_fps_text"]
     assert "pose.keypoint_rows must be a list of row numbers >= 0, got '0-3'" in reason["k_rows_text"]
+    assert "fps must be a number > 0 and at most 10000, got 1000000" in reason["l_fps_huge"] and "got 1e+300" in reason["o_fps_fast"]
+    assert "side_by_side must be true or false, got 'false'" in reason["m_side_text"]
+    assert "width must be a whole number >= 1, got 0.5" in reason["n_width_half"]
+    assert "video must be a file name, got ['side.mp4']" in reason["p_video_list"] and "no fyp-generate sidecar" in reason["q_deep"]
     assert all(str(folder / name) in reason[name] for name in ("b_pose_text", "g_fps_text"))  # the row names its sidecar
     rows = {Path(origin).stem: row for origin, row in table.iterrows()}
     assert rows["a_good"]["status"] == "ok"
@@ -538,6 +554,49 @@ def pq_read(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def test_hostile_boxes_times_names_and_json_are_rows_not_crashes(astronaut, clip_dir, tmp_path, capsys):
+    """Boxes that do not fit their persons would give a wrong AP (a NaN box used to score 1.0 for a person 200 px
+    off); a time jump of 1e9 s used to tick the sampler a billion times; a prompt that is not Unicode, a file name
+    that is not UTF-8, JSON nested 100 000 deep or a number of 5000 digits used to stop the whole run."""
+    table = pq_read(write_keypoints(tmp_path / "17.parquet", [astronaut["photo"]] * 4))
+    info = {"format": "fyp-pose-sequence", "skeleton_style": "openpose", "min_keypoint_score": MIN_SCORE}
+    boxes = table.column("bboxes").to_pylist()
+
+    def variant(name: str, column: str, values: list) -> str:
+        field = table.schema.field(column)
+        changed = table.set_column(table.schema.get_field_index(column), column, pa.array(values, field.type))
+        return str(PoseSequence(changed, info).save(tmp_path / f"{name}.parquet"))
+
+    nan_box = variant("nan_box", "bboxes", [[[float("nan")] * 4 for _ in frame] for frame in boxes])
+    reversed_box = variant("reversed_box", "bboxes", [[[b[2], b[1], b[0], b[3]] for b in frame] for frame in boxes])
+    one_box = variant("one_box", "keypoints", [frame * 2 for frame in table.column("keypoints").to_pylist()])  # two persons, one box
+    time_jump = variant("time_jump", "time", [0.0, 0.125, 0.25, 1e9])
+    odd_name = tmp_path / os.fsdecode(b"caf\xe9.mp4")  # a file name that is not UTF-8
+    shutil.copy(astronaut["video"], odd_name)
+    video = str(astronaut["video"])
+    lines = jsonl(tmp_path / "v.jsonl", [
+        {"video": video, "prompt": "a", "pose": nan_box},
+        {"video": video, "prompt": "a", "pose": reversed_box},
+        {"video": video, "prompt": "a", "pose": one_box},
+        {"video": video, "prompt": "a", "pose": time_jump},
+        {"video": video, "prompt": "a \ud800 man"},
+        {"video": str(odd_name), "prompt": "a"},
+        "[" * 100_000,
+        '{"video": "a.mp4", "prompt": "a", "keypoint_rows": [' + "9" * 5000 + "]}",
+    ])  # fmt: skip
+    code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "3 of 8 video(s) could not be scored" in err and "Traceback" not in err + out
+    rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    assert rows["status"].tolist() == ["ok", "ok", "ok", "ok", "failed", "ok", "failed", "failed"]
+    why = rows["pose_reason"].tolist()
+    assert "has a box that is not (x0, y0, x1, y1)" in why[0] and "x0 <= x1" in why[1] and "has 1 box(es) for 2 person(s)" in why[2]
+    assert rows["pose_ap"].iloc[:3].isna().all()
+    assert rows["pose_ap"].iloc[3] == 1.0 and rows["pose_frames"].iloc[3] == 4  # the 4th tick takes the row at 0.25 s
+    assert "prompt is not valid Unicode text" in rows["reason"].iloc[4]
+    assert rows["path"].iloc[5] == str(tmp_path / "caf\\udce9.mp4") and rows["clip_score"].iloc[5] == rows["clip_score"].iloc[3]
+    assert "nested too deeply" in rows["reason"].iloc[6] and "4300" in rows["reason"].iloc[7]
+
+
 def test_a_rerun_scores_again_what_changed_beside_a_skeleton_video_or_in_the_clip_folder(astronaut, tmp_path, capsys):
     clip_dir = make_tiny_clip(tmp_path / "clip", seed=0)
     poses = tmp_path / "poses"  # as extract-poses writes them: skeleton.mp4 with keypoints.parquet beside it
@@ -564,7 +623,7 @@ def test_a_rerun_scores_again_what_changed_beside_a_skeleton_video_or_in_the_cli
     assert run()[0]["reused"] == 1
 
 
-def test_mmpose_runs_on_clips_device_unless_the_config_names_its_own():
+def test_mmpose_runs_on_clips_device_unless_the_config_names_its_own(monkeypatch):
     from model.eval_cli import build_parser, eval_config
 
     def config(*args: str):
@@ -572,6 +631,81 @@ def test_mmpose_runs_on_clips_device_unless_the_config_names_its_own():
 
     for args in ((), ("--config", "eval")):
         cfg = config(*args, "--pose-backend", "mmpose")
-        assert cfg.pose.device == cfg.device  # cuda on a GPU machine, where MMPose used to stay on the CPU
+        assert cfg.pose.device == cfg.device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as far as choosing devices goes
+    for args in ((), ("--config", "eval")):
+        cfg = config(*args, "--pose-backend", "mmpose")
+        assert cfg.device == "cuda" and cfg.pose.device == "cuda"  # MMPose used to stay on the CPU
     assert config("--pose-backend", "mmpose", "--set", "pose.device=cuda:1").pose.device == "cuda:1"
     assert config("--pose-backend", "mmpose", "--set", "pose.device=cuda:1", "--device", "cpu").pose.device == "cpu"
+
+
+def test_overall_pools_the_false_positives_of_a_video_with_no_visible_requested_person(astronaut):
+    from model.evaluate_videos import overall
+    from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
+
+    def row(ap, requested, detected) -> dict:
+        return {"status": "ok", "frame_clip_scores": [25.0] * 4, "frame_consistency": 99.0, "_pairs": 3, "person_found": 1.0, "clip_score": 25.0,
+                "pose_frames": 4, "pose_ap": ap, "_compared": [0, 1, 2, 3], "_requested": requested, "_detected": detected}  # fmt: skip
+
+    good = (requested_annotations(pose_rows(astronaut["frames"]), 512, 512, MIN_SCORE), detected_annotations(astronaut["frames"]))
+    unseen = requested_annotations(pose_rows(astronaut["frames"], 600.0), 512, 512, MIN_SCORE)  # beyond the right edge
+    sure = [dict(a, score=1.0) for a in good[1]]
+    alone = overall([row(1.0, *good)])
+    both = overall([row(1.0, *good), row(None, unseen, sure)])
+    assert alone["pose_ap"] == keypoint_ap([([0, 1, 2, 3], *good)]).ap == 1.0
+    assert both["pose_ap"] == keypoint_ap([([0, 1, 2, 3], *good), ([0, 1, 2, 3], unseen, sure)]).ap < 1.0
+    assert both["pose_frames"] == 8 and both["pose_ap_mean_per_video"] == 1.0 and both["clip_score"] == 25.0
+
+
+def test_one_video_failing_in_an_unforeseen_way_is_its_row_and_the_others_are_scored(astronaut, clip_dir, tmp_path, caplog):
+    from model.eval_config import EvalConfig
+    from model.eval_inputs import EvalItem
+    from model.evaluate_videos import evaluate_videos
+
+    cfg = EvalConfig(clip_model=str(clip_dir), device="cpu", pose=PoseModelConfig(backend="mediapipe"))
+    video = str(astronaut["video"])
+    items = [EvalItem(video, prompt=123, origin="built by hand"), EvalItem(video, prompt="an astronaut", origin="built by hand")]  # type: ignore[arg-type]
+    summary, table = evaluate_videos(items, cfg, tmp_path / "eval", progress=False)
+    first, second = table.to_pylist()
+    assert first["status"] == "failed" and first["reason"].startswith("unexpected error: ValueError: text input must be of type")
+    assert second["status"] == "ok" and second["frames"] == 4 and summary["counts"]["failed"] == 1
+    assert "could not be scored: ValueError" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_hub_models_cached_revision_is_part_of_the_resume_key(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from model.eval_config import EvalConfig
+    from model.evaluate_videos import fingerprint, hub_revision
+
+    cache = tmp_path / "hub"  # the hub cache's layout: models--OWNER--NAME/{refs/main, snapshots/COMMIT/...}
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / "models--someone--clip"
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    cfg = EvalConfig(clip_model="someone/clip")
+    first = fingerprint(cfg)
+    assert hub_revision("someone/clip") == "a" * 40 and first["clip_revision"] == "a" * 40
+    (repo / "refs" / "main").write_text("b" * 40)  # a newer snapshot downloaded since
+    assert hub_revision("someone/clip") == "b" * 40 and fingerprint(cfg) != first
+    assert hub_revision("nobody/clip") is None and hub_revision(str(tmp_path)) is None and hub_revision("~nosuchuser/x") is None
+
+
+def test_a_torn_or_incomplete_journal_line_is_scored_again_and_nothing_else_is(astronaut, clip_dir, tmp_path, capsys):
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut"},
+                                         {"video": str(astronaut["video"]), "prompt": "a man"}])  # fmt: skip
+    out = tmp_path / "eval"
+    assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0
+    journal = out / "scored.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len(entries) == 2
+    incomplete = {"key": entries[0]["key"], "row": {"status": "ok"}}  # valid JSON, not a whole row
+    journal.write_text(json.dumps(incomplete) + "\n" + json.dumps(entries[1]) + "\n" + '{"key": "abc", "row": {"sta')  # torn last line
+    assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["reused"] == 1
+    assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0  # the rescored row was journaled whole
+    assert json.loads((out / "summary.json").read_text())["counts"]["reused"] == 2
