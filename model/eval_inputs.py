@@ -39,8 +39,8 @@ from pose_data.video_writer import VIDEO_SUFFIXES
 #: The kinds of pose source (``model.pose_source``'s, less "auto").
 POSE_KINDS = tuple(k for k in KINDS if k != "auto")
 JSONL_KEYS = ("video", "prompt", "pose", "pose_kind", "keypoint_rows")
-#: The highest frame rate a sidecar may record (video runs at 1-240 fps; more is a broken or hostile file).
-MAX_FPS = 10_000.0
+#: The frame rates a sidecar may record (video runs at 1-240 fps; beyond these is a broken or hostile file).
+MIN_FPS, MAX_FPS = 0.01, 10_000.0
 
 
 @dataclass
@@ -79,12 +79,13 @@ def read_inputs(inputs: list[str]) -> list[EvalItem]:
 
 
 def _from_folder(folder: Path) -> list[EvalItem]:
-    items, claimed = [], set()
+    items, claimed, unreadable = [], set(), {}
     for sidecar in sorted(folder.rglob("*.json")):
         try:
             data = json.loads(sidecar.read_text())
-        except (ValueError, RecursionError, OSError):  # not JSON, not UTF-8, too deep, a number too long
-            continue  # not ours (generate_manifest.json is ours but not a sidecar: it has another format)
+        except (ValueError, RecursionError, OSError) as err:  # not JSON, not UTF-8, too deep, a number too long
+            unreadable[sidecar] = type(err).__name__ if isinstance(err, RecursionError) else str(err)[:200]
+            continue  # not ours, or a sidecar spoilt: its video says so below
         if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
             continue
         name = data.get("video") or sidecar.with_suffix(".mp4").name
@@ -97,9 +98,14 @@ def _from_folder(folder: Path) -> list[EvalItem]:
             claimed.add(video.resolve())
         items.append(_from_sidecar(video, sidecar, data))
     for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
-        if video.resolve() not in claimed:
-            items.append(EvalItem(str(video), origin=str(video), error="no fyp-generate sidecar (.json) beside it, so its prompt "
-                                  "is unknown: list it in a .jsonl INPUT with its prompt and pose"))  # fmt: skip
+        if video.resolve() in claimed:
+            continue
+        spoilt = video.with_suffix(".json")
+        if spoilt in unreadable:
+            error = f"its sidecar {spoilt.name} cannot be read as JSON ({unreadable[spoilt]})"
+        else:
+            error = "no fyp-generate sidecar (.json) beside it, so its prompt is unknown: list it in a .jsonl INPUT with its prompt and pose"
+        items.append(EvalItem(str(video), origin=str(video), error=error))
     return items
 
 
@@ -115,7 +121,7 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
         keypoints = _text(pose.get("keypoints"), "pose.keypoints", optional=True)
         digest = _text(pose.get("keypoints_sha256"), "pose.keypoints_sha256", optional=True)
         fps = data.get("fps")
-        item.fps = _positive(fps, "fps") if fps is not None else None
+        item.fps = _frame_rate(fps) if fps is not None else None
         side_by_side = data.get("side_by_side", False)
         if not isinstance(side_by_side, bool):
             raise ValueError(f"side_by_side must be true or false, got {_shown(side_by_side)}")
@@ -123,7 +129,7 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
             item.crop_width = _whole(data.get("width"), "width")
         rows = pose.get("keypoint_rows")
         if rows is not None and not _row_numbers(rows):
-            raise ValueError(f"pose.keypoint_rows must be a list of row numbers >= 0, got {_shown(rows)}")
+            raise ValueError(f"pose.keypoint_rows must be a non-empty list of row numbers >= 0, got {_shown(rows)}")
     except ValueError as err:
         item.error = f"sidecar {sidecar}: not a readable fyp-generate sidecar ({err})"
         return item
@@ -170,15 +176,14 @@ def _kind(value, name: str) -> str | None:
     return value
 
 
-def _positive(value, name: str) -> float:
-    """A finite number > 0 (at most :data:`MAX_FPS` for a frame rate)."""
+def _frame_rate(value) -> float:
+    """A number of frames per second from :data:`MIN_FPS` to :data:`MAX_FPS`."""
     try:
         number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
     except OverflowError:  # an int of hundreds of digits
         number = math.inf
-    if not (0 < number < math.inf) or (name == "fps" and number > MAX_FPS):
-        limit = f" and at most {MAX_FPS:g}" if name == "fps" else ""
-        raise ValueError(f"{name} must be a number > 0{limit}, got {_shown(value)}")
+    if not MIN_FPS <= number <= MAX_FPS:
+        raise ValueError(f"fps must be a number from {MIN_FPS:g} to {MAX_FPS:g}, got {_shown(value)}")
     return number
 
 
@@ -189,7 +194,8 @@ def _whole(value, name: str) -> int:
 
 
 def _row_numbers(rows) -> bool:
-    return isinstance(rows, list) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows)
+    """A non-empty list of row numbers."""
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows)
 
 
 def no_keypoints_reason(kind: str | None) -> str:
@@ -232,7 +238,7 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
             item.video = str(video)
             rows = values.get("keypoint_rows")
             if rows is not None and not _row_numbers(rows):
-                raise ValueError(f"keypoint_rows must be a list of row numbers >= 0, got {_shown(rows)}")
+                raise ValueError(f"keypoint_rows must be a non-empty list of row numbers >= 0, got {_shown(rows)}")
             item.keypoint_rows = rows
             item.pose_kind = _kind(values.get("pose_kind"), "pose_kind")
             if rows is not None and item.pose_kind in ("driving_video", "skeleton_frames"):

@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import os
+import reprlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -76,7 +77,7 @@ from pose_data.video_decode import VideoDecodeError, decode_video
 log = logging.getLogger(__name__)
 FORMAT = "fyp-eval"
 #: Part of every resume key: a change to what is scored (or how) makes earlier journals' rows stale.
-KEY_VERSION = "fyp-eval/2"
+KEY_VERSION = "fyp-eval/3"
 OK, FAILED = "ok", "failed"
 SCHEMA = pa.schema([
     ("path", pa.string()), ("origin", pa.string()), ("prompt", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -182,10 +183,14 @@ def resume_key(stamp: dict | None, models: dict) -> str | None:
 
 
 def decode_frames(item: EvalItem) -> tuple[list[np.ndarray], float]:
-    """Every frame of the video (the generated part of a side-by-side one) and its frame rate."""
+    """Every frame of the video (the generated part of a side-by-side one) and its frame rate; VideoDecodeError
+    when there is none, or a side-by-side video is not twice as wide as its generated part."""
     frames: list[np.ndarray] = []
     span = decode_video(item.video, on_frame=lambda frame, t: frames.append(frame_to_rgb(frame)))
-    if item.crop_width and frames and frames[0].shape[1] > item.crop_width:
+    if item.crop_width and frames:
+        whole = frames[0].shape[1]
+        if whole != 2 * item.crop_width:  # fyp-generate writes the skeleton left of the frame, both as wide
+            raise VideoDecodeError(f"a side-by-side video {whole} px wide, but its sidecar gives each half {item.crop_width} px")
         frames = [np.ascontiguousarray(f[:, -item.crop_width :]) for f in frames]
     return frames, item.fps or span.fps
 
@@ -214,8 +219,9 @@ def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, pose
         if rows is not None:
             return None, 0.0, (f"keypoint_rows are given for {source}, a driving video: its poses are extracted at the video's "
                                "frame rate (pose frame i for frame i); leave keypoint_rows out, or pass its keypoints.parquet")  # fmt: skip
-        tag = hashlib.sha1(f"{item.video}|{source}".encode()).hexdigest()[:8]
-        sequence = extract_driving_poses(Path(source), frames, fps, models, poses_dir / f"{Path(item.video).stem}-{tag}.keypoints.parquet")
+        tag = hashlib.sha1(f"{item.video}|{source}".encode("utf-8", "surrogatepass")).hexdigest()[:8]  # (a non-UTF-8 name too)
+        stem = Path(item.video).stem.encode("utf-8", "replace").decode("utf-8").replace("?", "_")  # a name Parquet can write
+        sequence = extract_driving_poses(Path(source), frames, fps, models, poses_dir / f"{stem}-{tag}.keypoints.parquet")
         rows = list(range(sequence.table.num_rows))
     else:
         try:
@@ -230,7 +236,7 @@ def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, pose
         rows = sample_rows(table.column("time").to_pylist(), frames, fps, None)
     rows = rows[:frames]
     if rows and max(rows) >= table.num_rows:
-        return None, 0.0, f"the pose {source} has {table.num_rows} rows but row {max(rows)} is asked for"
+        return None, 0.0, f"the pose {source} has {table.num_rows} rows but row {reprlib.repr(max(rows))} is asked for"
     return table.take(rows).to_pylist(), float(threshold), None
 
 
@@ -317,14 +323,32 @@ def _load_scored(path: Path) -> dict[str, dict]:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
-                row = entry["row"]
-                if row.get("status") != OK or any(row.get(name) is None for name in JOURNAL_FIELDS) or not isinstance(row["_pairs"], int):
-                    continue
-                pa.Table.from_pylist([{f.name: row.get(f.name) for f in SCHEMA}], schema=SCHEMA)  # the types, or ArrowException
-                done[str(entry["key"])] = row
+                if _whole_row(entry["row"]):
+                    done[str(entry["key"])] = entry["row"]
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError, pa.ArrowException):
                 continue
     return done
+
+
+def _whole_row(row: dict) -> bool:
+    """A journal row as :func:`score_video` writes it (raises or returns False for anything else): the table's
+    columns and types, a figure for every frame, and what the pooled AP needs when the video was compared."""
+    if row.get("status") != OK or any(row.get(name) is None for name in JOURNAL_FIELDS):
+        return False
+    pa.Table.from_pylist([{f.name: row.get(f.name) for f in SCHEMA}], schema=SCHEMA)  # the types, or ArrowException
+    frames = row["frames"]
+    if frames < 1 or row["_pairs"] != frames - 1 or len(row["frame_clip_scores"]) != frames or len(row["frame_persons"]) != frames:
+        return False
+    compared = row.get("_compared") or []
+    if len(compared) != row["pose_frames"]:
+        return False
+    if not compared:
+        return True
+    requested, detected = row["_requested"], row["_detected"]
+    return (all(type(f) is int and 0 <= f < frames for f in compared)
+            and all(isinstance(a["frame"], int) and len(a["keypoints"]) == 51 and len(a["bbox"]) == 4 and isinstance(a["num_keypoints"], int)
+                    for a in requested)
+            and all(isinstance(a["frame"], int) and len(a["keypoints"]) == 51 and isinstance(a["score"], float | int) for a in detected))  # fmt: skip
 
 
 def _ends_a_line(path: Path) -> None:

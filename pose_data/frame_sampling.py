@@ -18,6 +18,8 @@ from typing import Any
 
 #: Slack when comparing a tick with an input timestamp (float rounding of seconds).
 TICK_EPS = 1e-9
+#: The most ticks one input may close (over 9 hours at 30 fps): a longer gap is a broken timestamp, not a pause.
+MAX_TICKS_PER_INPUT = 1_000_000
 
 
 def resampled_count(first: float, last: float, fps: float) -> int:
@@ -55,6 +57,12 @@ class RateSampler:
             raise ValueError(f"timestamp {t!r} is not a finite number of seconds")
         if self.first_t is None:
             self.first_t = t
+        closing = math.floor((t + TICK_EPS - self.first_t) * self.fps) + 1 - self.ticks  # ticks up to t
+        if self.max_ticks is not None:
+            closing = min(closing, self.max_ticks - self.ticks)
+        if closing > MAX_TICKS_PER_INPUT:
+            since = self._previous[1] if self._previous is not None else self.first_t
+            raise ValueError(f"timestamps jump from {since:g} s to {t:g} s: {closing} frames at {self.fps:g} fps; the timestamps look broken")
         out = []
         while self.max_ticks is None or self.ticks < self.max_ticks:
             tick = self.first_t + self.ticks / self.fps

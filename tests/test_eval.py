@@ -313,7 +313,8 @@ def _moved(person, dx: float):
 
     keypoints = person.keypoints.copy()
     keypoints[:, 0] += dx
-    return PersonPose(bbox=person.bbox, score=person.score, keypoints=keypoints)
+    x0, y0, x1, y1 = person.bbox
+    return PersonPose(bbox=(x0 + dx, y0, x1 + dx, y1), score=person.score, keypoints=keypoints)
 
 
 def _shift_for(person, target: float) -> float:
@@ -485,20 +486,25 @@ def test_broken_sidecars_are_rows_naming_the_field_and_a_keypoints_file_must_be_
     (folder / "p_video_list.json").write_text(json.dumps({**good, "video": ["side.mp4"]}))
     (folder / "q_deep.json").write_text("[" * 100_000)  # not a sidecar json can read: ignored, its video has none
     shutil.copy(generated / "side.mp4", folder / "q_deep.mp4")
+    variant("r_fps_slow", folder, lambda d: d.update(fps=1e-300))
+    variant("s_rows_empty", folder, lambda d: d["pose"].update(keypoint_rows=[]))
+    variant("t_width_whole", folder, lambda d: d.update(width=128))  # the whole frame's width: no generated half to score
     code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
-    assert code == 2 and "13 of 17 video(s) could not be scored" in err and "Traceback" not in err + out
+    assert code == 2 and "16 of 20 video(s) could not be scored" in err and "Traceback" not in err + out
     table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet").set_index("origin")
     reason = {Path(origin).stem: r for origin, r in table["reason"].items()}
     assert "pose must be an object, got str" in reason["b_pose_text"]
     assert "pose.kind must be one of skeleton_video, skeleton_frames, keypoints, driving_video, got ['keypoints']" in reason["c_kind_list"]
     assert "pose.keypoints must be a non-empty string, got 7" in reason["d_keypoints_number"]
     assert "pose.source must be a non-empty string" in reason["e_source_list"]
-    assert "prompt must be a non-empty string" in reason["f_blank_prompt"] and "fps must be a number > 0 and at most 10000, got 'fast'" in reason["g_fps_text"]
-    assert "pose.keypoint_rows must be a list of row numbers >= 0, got '0-3'" in reason["k_rows_text"]
-    assert "fps must be a number > 0 and at most 10000, got 1000000" in reason["l_fps_huge"] and "got 1e+300" in reason["o_fps_fast"]
+    assert "prompt must be a non-empty string" in reason["f_blank_prompt"] and "fps must be a number from 0.01 to 10000, got 'fast'" in reason["g_fps_text"]
+    assert "pose.keypoint_rows must be a non-empty list of row numbers >= 0, got '0-3'" in reason["k_rows_text"]
+    assert "fps must be a number from 0.01 to 10000, got 1000000" in reason["l_fps_huge"] and "got 1e+300" in reason["o_fps_fast"]
+    assert "got 1e-300" in reason["r_fps_slow"] and "non-empty list of row numbers >= 0, got []" in reason["s_rows_empty"]
+    assert "side-by-side video 128 px wide, but its sidecar gives each half 128 px" in reason["t_width_whole"]
     assert "side_by_side must be true or false, got 'false'" in reason["m_side_text"]
     assert "width must be a whole number >= 1, got 0.5" in reason["n_width_half"]
-    assert "video must be a file name, got ['side.mp4']" in reason["p_video_list"] and "no fyp-generate sidecar" in reason["q_deep"]
+    assert "video must be a file name, got ['side.mp4']" in reason["p_video_list"] and reason["q_deep"] == "its sidecar q_deep.json cannot be read as JSON (RecursionError)"
     assert all(str(folder / name) in reason[name] for name in ("b_pose_text", "g_fps_text"))  # the row names its sidecar
     rows = {Path(origin).stem: row for origin, row in table.iterrows()}
     assert rows["a_good"]["status"] == "ok"
@@ -569,6 +575,7 @@ def test_hostile_boxes_times_names_and_json_are_rows_not_crashes(astronaut, clip
 
     nan_box = variant("nan_box", "bboxes", [[[float("nan")] * 4 for _ in frame] for frame in boxes])
     reversed_box = variant("reversed_box", "bboxes", [[[b[2], b[1], b[0], b[3]] for b in frame] for frame in boxes])
+    point_box = variant("point_box", "bboxes", [[[200.0, 200.0, 200.0, 200.0] for _ in frame] for frame in boxes])  # holds no keypoint
     one_box = variant("one_box", "keypoints", [frame * 2 for frame in table.column("keypoints").to_pylist()])  # two persons, one box
     time_jump = variant("time_jump", "time", [0.0, 0.125, 0.25, 1e9])
     odd_name = tmp_path / os.fsdecode(b"caf\xe9.mp4")  # a file name that is not UTF-8
@@ -583,11 +590,15 @@ def test_hostile_boxes_times_names_and_json_are_rows_not_crashes(astronaut, clip
         {"video": str(odd_name), "prompt": "a"},
         "[" * 100_000,
         '{"video": "a.mp4", "prompt": "a", "keypoint_rows": [' + "9" * 5000 + "]}",
+        {"video": video, "prompt": "a", "pose": point_box},
+        {"video": str(odd_name), "prompt": "a", "pose": str(odd_name), "pose_kind": "driving_video"},
     ])  # fmt: skip
     code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
-    assert code == 2 and "3 of 8 video(s) could not be scored" in err and "Traceback" not in err + out
+    assert code == 2 and "3 of 10 video(s) could not be scored" in err and "Traceback" not in err + out
     rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
-    assert rows["status"].tolist() == ["ok", "ok", "ok", "ok", "failed", "ok", "failed", "failed"]
+    assert rows["status"].tolist() == ["ok", "ok", "ok", "ok", "failed", "ok", "failed", "failed", "ok", "ok"]
+    assert "has a box that does not hold its person's keypoints: [200.0, 200.0, 200.0, 200.0]" in rows["pose_reason"].iloc[8]
+    assert rows["pose_ap"].iloc[9] == 1.0 and list(rows["frame_oks"].iloc[9]) == [1.0] * 4  # its own driving video
     why = rows["pose_reason"].tolist()
     assert "has a box that is not (x0, y0, x1, y1)" in why[0] and "x0 <= x1" in why[1] and "has 1 box(es) for 2 person(s)" in why[2]
     assert rows["pose_ap"].iloc[:3].isna().all()
@@ -696,16 +707,24 @@ def test_a_hub_models_cached_revision_is_part_of_the_resume_key(monkeypatch, tmp
 
 
 def test_a_torn_or_incomplete_journal_line_is_scored_again_and_nothing_else_is(astronaut, clip_dir, tmp_path, capsys):
-    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut"},
-                                         {"video": str(astronaut["video"]), "prompt": "a man"}])  # fmt: skip
+    requested = write_keypoints(tmp_path / "k.parquet", [astronaut["photo"]] * 4)
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut", "pose": str(requested)},
+                                         {"video": str(astronaut["video"]), "prompt": "a man"},
+                                         {"video": str(astronaut["video"]), "prompt": "a woman"}])  # fmt: skip
     out = tmp_path / "eval"
-    assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0
+
+    def run() -> tuple[int, float]:
+        assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0
+        summary = json.loads((out / "summary.json").read_text())
+        return summary["counts"]["reused"], summary["overall"]["pose_ap"]
+
+    assert run() == (0, 1.0)
     journal = out / "scored.jsonl"
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert len(entries) == 2
-    incomplete = {"key": entries[0]["key"], "row": {"status": "ok"}}  # valid JSON, not a whole row
-    journal.write_text(json.dumps(incomplete) + "\n" + json.dumps(entries[1]) + "\n" + '{"key": "abc", "row": {"sta')  # torn last line
-    assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0
-    assert json.loads((out / "summary.json").read_text())["counts"]["reused"] == 1
-    assert run_eval(clip_dir, capsys, str(lines), "--output", str(out))[0] == 0  # the rescored row was journaled whole
-    assert json.loads((out / "summary.json").read_text())["counts"]["reused"] == 2
+    assert len(entries) == 3 and entries[0]["row"]["_compared"] == [0, 1, 2, 3]
+    no_requested = {"key": entries[0]["key"], "row": {k: v for k, v in entries[0]["row"].items() if k != "_requested"}}
+    no_pairs = {"key": entries[1]["key"], "row": {**entries[1]["row"], "_pairs": 0}}  # valid JSON, not what was scored
+    torn = '{"key": "abc", "row": {"sta'  # a killed run's last line
+    journal.write_text("\n".join(json.dumps(e) for e in (no_requested, no_pairs, entries[2])) + "\n" + torn)
+    assert run() == (1, 1.0)  # the two spoilt rows are scored again, the whole one reused
+    assert run() == (3, 1.0)  # and journaled whole, after the torn line

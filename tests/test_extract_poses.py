@@ -65,6 +65,9 @@ def test_rate_and_stride_sampling():
     limited = RateSampler(8, max_ticks=4)
     assert limited.add("a", 0.0) == ["a"] and limited.add("b", 1e9) == ["a", "a", "a"] and limited.add("c", 2e9) == []
     assert make_sampler(8, None, 5).max_ticks == 5
+    with pytest.raises(ValueError, match="timestamps jump from 0.125 s to 1e\\+09 s"):  # with no limit, the gap itself is refused
+        unlimited = RateSampler(8)
+        [k for i, t in enumerate([0.0, 0.125, 1e9]) for k in unlimited.add(i, t)]
 
 
 def test_extract_poses_writes_keypoints_and_a_matching_skeleton_video(extracted):

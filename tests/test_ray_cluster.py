@@ -55,17 +55,19 @@ def finish(proc: subprocess.Popen) -> str:
 
 
 def lose_the_worker_mid_run(cluster: ClusterProcess, proc: subprocess.Popen, out: Path, shards: int) -> tuple[str, str]:
-    """Once the run's first shard is written, add a fresh worker node and kill the old one at once, as when a machine
-    is lost. Returns (lost node, new node)."""
+    """Once the run's first shard is written, kill the worker node, as when a machine is lost, then add a fresh one.
+    The node goes first: with no CPU left in the cluster the run cannot finish before the loss (adding a node takes
+    seconds, in which a run with both nodes could be done). Returns (lost node, new node)."""
     deadline = time.time() + 120
     while not list((out / "stats").glob("*.json")):
         assert proc.poll() is None, "the run ended before it wrote a shard: " + proc.stdout.read()[-2000:]
         assert time.time() < deadline
         time.sleep(0.05)
-    lost, new = cluster.workers[-1], cluster.add_node(3)
+    lost = cluster.workers[-1]
     cluster.remove_node(lost)
-    cluster.workers = [new]
     assert proc.poll() is None and len(list((out / "stats").glob("*.json"))) < shards, "the run was over before the node left"
+    new = cluster.add_node(3)
+    cluster.workers = [new]
     return lost, new
 
 
