@@ -90,8 +90,7 @@ def _from_folder(folder: Path) -> list[EvalItem]:
             continue
         name = data.get("video") or sidecar.with_suffix(".mp4").name
         if not isinstance(name, str):
-            items.append(EvalItem(str(sidecar), origin=str(sidecar), error=f"sidecar {sidecar}: not a readable fyp-generate "
-                                  f"sidecar (video must be a file name, got {_shown(name)})"))  # fmt: skip
+            items.append(EvalItem(str(sidecar), origin=str(sidecar), error=_unreadable(sidecar, f"video must be a file name, got {_shown(name)}")))
             continue
         video = sidecar.parent / name
         if video.is_file():  # (False for a name no file can have, such as one with a NUL byte)
@@ -131,7 +130,7 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
         if rows is not None and not _row_numbers(rows):
             raise ValueError(f"pose.keypoint_rows must be a non-empty list of row numbers >= 0, got {_shown(rows)}")
     except ValueError as err:
-        item.error = f"sidecar {sidecar}: not a readable fyp-generate sidecar ({err})"
+        item.error = _unreadable(sidecar, err)
         return item
     if not video.is_file():
         item.error = f"the video {video.name} of sidecar {sidecar.name} does not exist"
@@ -154,6 +153,10 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
 def _shown(value) -> str:
     """``value`` for a message, cut short (a hostile field can be megabytes, or an int too long to print)."""
     return reprlib.repr(value)
+
+
+def _unreadable(sidecar: Path, why) -> str:
+    return f"sidecar {sidecar}: not a readable fyp-generate sidecar ({why})"
 
 
 def _text(value, name: str, *, optional: bool = False, unicode: bool = False) -> str | None:
