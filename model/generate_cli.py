@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pose_data.manifest import file_sha256
 from pose_data.pose_estimator import PoseModelLoadError
+from pose_data.pose_sequence import DEFAULT_POSE_FPS
 
 log = logging.getLogger("fyp-generate")
 SIDECAR_FORMAT = "fyp-generated-video"
@@ -42,7 +43,7 @@ class VideoSettings:
     seed: int | None = None  # default: a random seed, recorded in the sidecar
     height: int | None = None  # default: the base model's size (512 for SD 1.x)
     width: int | None = None
-    fps: float = 8.0  # pose sampling rate and output frame rate
+    fps: float = DEFAULT_POSE_FPS  # pose sampling rate and output frame rate (extract-poses' default rate too)
     frame_stride: int | None = None  # instead of --fps: every K-th pose frame (played at --fps)
     pose_scale: float = 1.0  # strength of the pose residuals (0: the model without pose, exactly)
     side_by_side: bool = False  # skeleton | generated frame

@@ -32,11 +32,17 @@ from diffusers.models.adapter import FullAdapter
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from model.official_weights import read_weights_file, strip_ddp_prefix
+
 # Key names of the official checkpoint (T2I-Adapter's original ``Adapter``, which Follow Your Pose copies):
 # ``conv_in.{weight,bias}`` and ``body.{k}.{in_conv,block1,block2}.{weight,bias}`` with one flat index
 # ``k = level * num_res_blocks + block`` over all residual blocks.
 _OFFICIAL_BODY_KEY = re.compile(r"^body\.(\d+)\.(in_conv|block1|block2)\.(weight|bias)$")
 _OFFICIAL_CONV_IN_KEY = re.compile(r"^conv_in\.(weight|bias)$")
+#: The skeletons the official encoder was trained on (MMPose's visualiser, as in the official pose_example videos).
+OFFICIAL_SKELETON_STYLE = "mmpose"
+#: The official release's file name for the stage-1 encoder (``checkpoints/pose_encoder.pth``).
+OFFICIAL_FILE_NAME = "pose_encoder.pth"
 
 
 class PoseEncoder(ModelMixin, ConfigMixin):
@@ -48,7 +54,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         num_res_blocks: residual blocks per level (2 in the official encoder).
         downscale_factor: the PixelUnshuffle factor; 8 = the VAE's factor, so level 0 matches the latent size.
         skeleton_style: the skeleton rendering the encoder was trained on (``openpose`` or ``mmpose``, from the
-            LAION-Pose manifest); None when unknown (the official and T2I-Adapter weights). Stage 1 refuses to
+            LAION-Pose manifest; ``mmpose`` for the official weights); None when unknown (T2I-Adapter weights). Stage 1 refuses to
             continue training across styles, and the sampler renders poses in this style.
     """
 
@@ -109,22 +115,16 @@ class PoseEncoder(ModelMixin, ConfigMixin):
     def from_official_state_dict(cls, path_or_dict: str | os.PathLike | Mapping[str, torch.Tensor], **config) -> PoseEncoder:
         """Loads Follow Your Pose's ``pose_encoder.pth`` (T2I-Adapter's original key names) into a new encoder.
 
-        ``config`` defaults to the official architecture (3 input channels, channels (320, 640, 1280, 1280),
-        2 residual blocks, downscale 8). A ``module.`` prefix on every key (a checkpoint saved from a
+        ``config`` defaults to the official architecture (2 residual blocks, downscale 8; the channels per level and
+        the input channels read from the tensors' shapes, :func:`official_sizes`: (320, 640, 1280, 1280) and 3 for the
+        official file) and ``skeleton_style="mmpose"``: the official encoder was trained on skeletons
+        drawn by MMPose's visualiser (the official ``pose_example`` videos: coloured limbs on black, no joint dots), so
+        poses drawn here for it are drawn that way. A ``module.`` prefix on every key (a checkpoint saved from a
         DistributedDataParallel wrapper) is stripped. Every key must map onto the encoder and every encoder
         weight must be given: otherwise ValueError listing the keys. Output convs are set to the identity.
         """
-        if isinstance(path_or_dict, Mapping):
-            state_dict = dict(path_or_dict)
-        else:
-            try:
-                state_dict = torch.load(path_or_dict, weights_only=True, map_location="cpu")
-            except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                raise ValueError(f"{path_or_dict}: not a readable PyTorch state dict ({type(err).__name__}: {first})") from None
-            if not isinstance(state_dict, Mapping):
-                raise ValueError(f"{path_or_dict} holds a {type(state_dict).__name__}, not a state dict")
-        encoder = cls(**config)
+        state_dict = strip_ddp_prefix(path_or_dict if isinstance(path_or_dict, Mapping) else read_weights_file(path_or_dict))
+        encoder = cls(**{"skeleton_style": OFFICIAL_SKELETON_STYLE, **official_sizes(state_dict, config), **config})
         mapped = official_to_diffusers_keys(state_dict, encoder.config.num_res_blocks, len(encoder.config.channels))
         encoder._load_body(mapped)
         encoder.identity_output_convs()
@@ -205,18 +205,21 @@ class PoseEncoder(ModelMixin, ConfigMixin):
 
 def load_pose_encoder(path: str | os.PathLike) -> PoseEncoder:
     """A trained pose encoder from ``path``: a ``fyp-train stage1`` output folder (its ``pose_encoder/``), a
-    PoseEncoder folder, a diffusers T2IAdapter folder, or the official ``pose_encoder.pth``.
+    PoseEncoder folder, a diffusers T2IAdapter folder, the official ``pose_encoder.pth``, or the official release's
+    ``checkpoints/`` folder holding it.
 
     FileNotFoundError naming ``path`` when it is none of these.
     """
     path = Path(path)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / OFFICIAL_FILE_NAME).is_file():
+        path = path / OFFICIAL_FILE_NAME  # the official release's checkpoints/ folder
     if path.is_file():
         return PoseEncoder.from_official_state_dict(path)
     if _model_class(path / "config.json") is None and (path / "pose_encoder" / "config.json").is_file():
         path = path / "pose_encoder"  # a stage-1 output folder (its own config.json is the run's)
     config = path / "config.json"
     if not config.is_file():
-        what = "no such file or folder" if not path.exists() else "neither a .pth state dict nor a folder with config.json"
+        what = "no such file or folder" if not path.exists() else f"neither a .pth state dict nor a folder with config.json or {OFFICIAL_FILE_NAME}"
         raise FileNotFoundError(f"pose encoder {str(path)!r}: {what}")
     class_name = _model_class(config)
     if class_name == "T2IAdapter":
@@ -235,6 +238,25 @@ def _model_class(config: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def official_sizes(state_dict: Mapping[str, torch.Tensor], config: Mapping) -> dict:
+    """``channels`` (one per level) and ``in_channels`` of an official-layout state dict, read from its tensor shapes
+    (``conv_in.weight``: (channels[0], in_channels * downscale², 3, 3); ``body.{level * n}.block1.weight``:
+    (channels[level], ...)), for those of the two not in ``config``; ``num_res_blocks`` and ``downscale_factor`` come
+    from ``config`` or the defaults (2, 8). Whatever cannot be read is left to the defaults (the key check then names it)."""
+    n = int(config.get("num_res_blocks", 2))
+    factor = int(config.get("downscale_factor", 8))
+    sizes: dict = {}
+    first = state_dict.get("conv_in.weight")
+    if "in_channels" not in config and isinstance(first, torch.Tensor) and first.ndim == 4 and first.shape[1] % (factor * factor) == 0:
+        sizes["in_channels"] = first.shape[1] // (factor * factor)
+    blocks = {int(m.group(1)) for key in state_dict if (m := _OFFICIAL_BODY_KEY.match(key))}
+    if "channels" not in config and blocks and n >= 1 and (max(blocks) + 1) % n == 0:
+        weights = [state_dict.get(f"body.{level * n}.block1.weight") for level in range((max(blocks) + 1) // n)]
+        if all(isinstance(w, torch.Tensor) and w.ndim == 4 for w in weights):
+            sizes["channels"] = tuple(int(w.shape[0]) for w in weights)
+    return sizes
+
+
 def official_to_diffusers_keys(
     state_dict: Mapping[str, torch.Tensor], num_res_blocks: int, num_levels: int
 ) -> dict[str, torch.Tensor]:
@@ -245,9 +267,7 @@ def official_to_diffusers_keys(
     num_res_blocks). Keys that fit none of these (e.g. ``skep`` convs of an ``sk=False`` adapter, ``in_conv`` inside a
     level, block indices past the last level) raise ValueError, all of them named; nothing is dropped silently.
     """
-    keys = list(state_dict)
-    if keys and all(key.startswith("module.") for key in keys):
-        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
+    state_dict = strip_ddp_prefix(state_dict)
     mapped: dict[str, torch.Tensor] = {}
     unmapped: list[str] = []
     for key, value in state_dict.items():

@@ -56,6 +56,7 @@ class PoseFrames:
     keypoints: str | None = None  # a keypoints.parquet holding these poses, when there is one
     keypoint_rows: list[int] | None = None  # its row for each pose frame
     extracted: PoseSequence | None = field(default=None, repr=False)  # poses extracted here from a driving video
+    source_count: int | None = None  # frames (rows, images) the whole source has; None when not read to its end
 
     def to_tensor(self):
         """(1, 3, f, H, W) uint8, the layout the sampler takes."""
@@ -175,12 +176,14 @@ def load_pose_frames(
     check_style(loaded.skeleton_style, encoder_style, source, allow_style_mismatch)
     count = len(loaded.frames)
     if num_frames is not None and count < num_frames:
+        unit = {"skeleton_frames": "image", "keypoints": "row"}.get(loaded.kind, "frame")
         if loaded.kind == "skeleton_frames":
             how = f"taking every {frame_stride or 1} image(s) of the folder"
         else:
-            how = f"at every {frame_stride or 1} frame(s)" if fps is None else f"at {fps:g} fps"
+            how = f"at every {frame_stride or 1} {unit}(s)" if fps is None else f"at {fps:g} fps"
+        has = "" if loaded.source_count is None else f"has {loaded.source_count} {unit}(s) and "
         raise ValueError(
-            f"pose source {source} gives {count} pose frame(s) {how} but --num-frames is {num_frames}: "
+            f"pose source {source} {has}gives {count} pose frame(s) {how} but --num-frames is {num_frames}: "
             "lower --num-frames, or sample more densely (--fps, --frame-stride)"
         )
     if count == 0:
@@ -201,7 +204,7 @@ def _from_folder(path: Path, num_frames: int | None, stride: int | None) -> Pose
                 frames.append(np.asarray(image.convert("RGB")))
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"pose frame {files[i]}: not a readable image ({err})") from None
-    return PoseFrames(frames, "skeleton_frames", str(path), None, chosen)
+    return PoseFrames(frames, "skeleton_frames", str(path), None, chosen, source_count=len(files))
 
 
 def sample_rows(times: list[float], num_frames: int | None, fps: float | None, stride: int | None) -> list[int]:
@@ -226,7 +229,7 @@ def _from_keypoints(path: Path, num_frames, fps, stride, style: str | None) -> P
         frames = list(subset.skeletons(style))
     except (ValueError, TypeError) as err:  # e.g. a box or keypoint the renderer cannot take
         raise ValueError(f"{path}: cannot draw its poses ({err})") from None
-    return PoseFrames(frames, "keypoints", str(path), style, rows, [times[r] for r in rows], str(path), rows)
+    return PoseFrames(frames, "keypoints", str(path), style, rows, [times[r] for r in rows], str(path), rows, source_count=len(times))
 
 
 def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | None) -> PoseFrames:
@@ -237,7 +240,7 @@ def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | No
         indices.append(index)
         times.append(t)
 
-    decode_sampled(path, on_kept, fps=fps, stride=stride, max_frames=num_frames)
+    span, decoded = decode_sampled(path, on_kept, fps=fps, stride=stride, max_frames=num_frames)
     comment = read_video_comment(path) or {}
     recorded = comment.get("skeleton_style")
     keypoints = path.parent / "keypoints.parquet"
@@ -250,7 +253,8 @@ def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | No
         raise ValueError(f"--skeleton-style {declared} but {path} records the {recorded!r} style")
     has_keypoints = keypoints is not None and keypoints.is_file() and comment.get("format") == "fyp-skeleton-video"
     return PoseFrames(frames, "skeleton_video", str(path), declared or recorded, indices, times,
-                      str(keypoints) if has_keypoints else None, indices if has_keypoints else None)  # fmt: skip
+                      str(keypoints) if has_keypoints else None, indices if has_keypoints else None,
+                      source_count=None if span is None else decoded)  # fmt: skip
 
 
 def _from_driving_video(path: Path, num_frames, fps, stride, style: str | None, extract_config) -> PoseFrames:
@@ -271,5 +275,7 @@ def _from_driving_video(path: Path, num_frames, fps, stride, style: str | None, 
             on_skeleton=frames.append,
         )  # fmt: skip
     table = sequence.table
+    whole = num_frames is None or sequence.info["frames"] < num_frames  # else decoding may have stopped early
     return PoseFrames(frames, "driving_video", str(path), style, table.column("frame").to_pylist(),
-                      table.column("time").to_pylist(), None, list(range(table.num_rows)), sequence)  # fmt: skip
+                      table.column("time").to_pylist(), None, list(range(table.num_rows)), sequence,
+                      source_count=sequence.info["frames_decoded"] if whole else None)  # fmt: skip

@@ -9,27 +9,30 @@
 
 It loads onto any SD 1.x UNet with the same block layout (:func:`load_video_unet`).
 
-The official release (``followyourpose_checkpoint-1000/unet/diffusion_pytorch_model.bin``) holds the whole inflated
-UNet under the same names plus the pose encoder under ``skeleton_adapter.*`` (T2I-Adapter's original key names). It
-is read with ``torch.load(weights_only=True)``; every key must map onto the model, otherwise a ValueError lists them.
+The official release (``checkpoints/followyourpose_checkpoint-1000/``, an accelerate ``save_state`` folder; every
+form it comes in is found by :mod:`model.official_weights`) holds the whole inflated UNet under the same names plus
+the pose encoder under ``skeleton_adapter.*`` (T2I-Adapter's original key names). Only its model weights are read,
+weights-only; every key must map onto the model, otherwise a ValueError lists them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from model.official_weights import find_release, looked_for, read_state_dict
 from model.pose_encoder import PoseEncoder
 from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 from pose_data.atomic import atomic_path
 
+log = logging.getLogger(__name__)
 FORMAT = "fyp-video-layers"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-OFFICIAL_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 OFFICIAL_POSE_PREFIX = "skeleton_adapter."
 
 
@@ -58,29 +61,39 @@ def read_video_layers_config(folder: str | os.PathLike) -> dict:
     return config
 
 
+def is_video_layers_folder(path: str | os.PathLike) -> bool:
+    """A folder written by :func:`save_video_layers` (its config.json says so)."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
 def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder | None = None) -> tuple[VideoUNet, PoseEncoder | None]:
     """Inflate ``unet`` (a 2D SD UNet) and load stage-2 weights from ``source``.
 
-    ``source``: a ``video_layers/`` folder, or the official release (its ``unet`` folder, the folder above it, or the
-    ``.bin`` file). Returns the model and, for the official release, the pose encoder it holds (which then also
+    ``source``: a ``video_layers/`` folder, or the official release in any form (:func:`model.official_weights.find_release`:
+    the ``followyourpose_checkpoint-N`` accelerate folder, the ``checkpoints/`` folder above it, its model file or
+    shard index). Returns the model and, for the official release, the pose encoder it holds (which then also
     becomes the model's pose encoder unless ``pose_encoder`` is given).
     """
     path = Path(source)
-    official = _official_weights_file(path)
-    if official is not None:
-        try:
-            state = torch.load(official, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
-            raise ValueError(f"{official}: not a readable PyTorch state dict ({type(err).__name__}: {err})") from None
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{official} holds a {type(state).__name__}, not a state dict")
+    if not path.exists():
+        raise FileNotFoundError(f"video layers {str(source)!r}: no such folder or file")
+    if not is_video_layers_folder(path):
+        release = find_release(path)
+        if release is None:
+            raise FileNotFoundError(
+                f"video layers {str(source)!r}: no stage-2 weights there; looked for config.json of a fyp-train stage2 "
+                f"video_layers/ folder, or the official release: {looked_for()}"
+            )
+        log.info("video layers: reading the official release %s (%s)", release.where, release.layout)
+        state = read_state_dict(release)
         model = VideoUNet(unet, VideoLayersConfig.official(), pose_encoder)
-        released_encoder = load_official_stage2(model, state, official)
+        released_encoder = load_official_stage2(model, state, release.where)
         if pose_encoder is None:
             model.pose_encoder = released_encoder
         return model, released_encoder
-    if not path.is_dir():
-        raise FileNotFoundError(f"video layers {str(source)!r}: no such folder or file")
     from safetensors.torch import load_file
 
     config = read_video_layers_config(path)
@@ -98,15 +111,6 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
 
 def _missing_added_layers(model: VideoUNet, state: Mapping[str, torch.Tensor]) -> list[str]:
     return sorted(k for k in model.unet.state_dict() if is_video_layer(k) and k not in state)
-
-
-def _official_weights_file(path: Path) -> Path | None:
-    if path.is_file() and path.suffix in (".bin", ".pth", ".pt"):
-        return path
-    for candidate in (path / OFFICIAL_WEIGHTS_NAME, path / "unet" / OFFICIAL_WEIGHTS_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load_official_stage2(model: VideoUNet, state: Mapping[str, torch.Tensor], where: str | os.PathLike = "state dict") -> PoseEncoder | None:

@@ -134,7 +134,7 @@ EXTRACT_POSES_FLAGS: dict[str, tuple[str, type, str]] = {
         "--pose-checkpoint", "--min-keypoint-score", "--min-person-area", "--skeleton-style")},
     "--min-keypoints": ("filter.min_keypoints", int, "confident keypoints a person needs to be drawn (default 4)"),
     "--max-persons": ("filter.max_persons", int, "more kept persons than this: too_many_persons, drawn black (default 20)"),
-    "--fps": ("sampling.fps", float, "sample the video at this rate (nearest frame per tick); default every frame"),
+    "--fps": ("sampling.fps", float, "sample the video at this rate (nearest frame per tick); default 8, fyp-generate's rate; 0: every frame"),
     "--frame-stride": ("sampling.frame_stride", int, "keep every K-th frame instead of sampling at --fps"),
     "--max-frames": ("sampling.max_frames", int, "stop after this many sampled frames"),
     "--crf": ("crf", int, "libx264 quality of skeleton.mp4, 0-51 (default 18)"),
@@ -145,6 +145,7 @@ def _add_extract_poses_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="driving videos (any format FFmpeg reads)")
     _add_run_args(p, output_help="output folder: DIR/<name>/keypoints.parquet, skeleton.mp4 (re-run to resume)",
                   presets="extract_poses, extract_poses-tiny / tiny", set_example="pose.batch_size=8", flags=EXTRACT_POSES_FLAGS)  # fmt: skip
+    p.add_argument("--all-frames", action="store_true", help="keep every frame (the same as --fps 0)")
 
 
 def extract_poses_config(args: argparse.Namespace):
@@ -154,11 +155,18 @@ def extract_poses_config(args: argparse.Namespace):
 
     layers = [preset_or_file(args.config)] if args.config else []
     flags = flag_layer(args, EXTRACT_POSES_FLAGS)
-    sampling = flags.get("sampling", {})
-    if ("fps" in sampling) != ("frame_stride" in sampling):  # one of the two on the command line replaces the other
-        sampling.setdefault("fps", None)
-        sampling.setdefault("frame_stride", None)
-    cfg = load_config(ExtractPosesConfig, *layers, parse_overrides(args.set), flags)
+    if args.all_frames:
+        if flags.get("sampling", {}).keys() & {"fps", "frame_stride"}:
+            raise ValueError("--all-frames keeps every frame: give it without --fps or --frame-stride")
+        set_dotted(flags, "sampling.fps", None)
+        set_dotted(flags, "sampling.frame_stride", None)
+    layers += [parse_overrides(args.set), flags]
+    for layer in layers:  # a rate or a stride given in a layer replaces the other of the layers below
+        sampling = layer.get("sampling") if isinstance(layer.get("sampling"), dict) else {}
+        if ("fps" in sampling) != ("frame_stride" in sampling):
+            sampling.setdefault("fps", None)
+            sampling.setdefault("frame_stride", None)
+    cfg = load_config(ExtractPosesConfig, *layers)
     cfg.validate()
     return cfg
 

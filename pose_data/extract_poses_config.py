@@ -3,7 +3,9 @@
 Presets in ``pose_data/configs/``: ``extract_poses`` (MMPose RTMDet + RTMPose, GPU or CPU) and
 ``extract_poses-tiny`` (MediaPipe, offline, CPU). The person filter is the LAION-Pose builder's, with
 defaults for driving videos rather than for training images: a person needs 4 confident keypoints (an upper
-body or a face still drives a video), up to 20 people are drawn, and the image-size check does not apply.
+body or a face still drives a video), up to 20 people are drawn, and the image-size check does not apply. Frames
+are sampled at 8 fps, ``fyp-generate``'s rate, so its output feeds ``fyp-generate`` frame for frame at the
+defaults (``sampling.fps: 0`` or ``--all-frames`` keeps every frame).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pose_data.config import load_preset_or_file
 from pose_data.filtering import FilterConfig
 from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelConfig
-from pose_data.pose_sequence import SamplingConfig
+from pose_data.pose_sequence import DEFAULT_POSE_FPS, SamplingConfig
 from pose_data.skeleton import SKELETON_STYLES
 
 
@@ -21,11 +23,15 @@ def _video_filter() -> FilterConfig:
     return FilterConfig(min_keypoints=4, max_persons=20, min_image_size=0)
 
 
+def _pose_rate() -> SamplingConfig:
+    return SamplingConfig(fps=DEFAULT_POSE_FPS)
+
+
 @dataclass
 class ExtractPosesConfig:
     pose: PoseModelConfig = field(default_factory=PoseModelConfig)
     filter: FilterConfig = field(default_factory=_video_filter)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = field(default_factory=_pose_rate)  # fyp-generate's rate; fps 0 / null: every frame
     skeleton_style: str = "openpose"
     crf: int = 18  # libx264 quality of skeleton.mp4 (lower is better; skeletons have hard edges)
 

@@ -68,14 +68,25 @@ SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("time", "width", "height", "keypoints")
 
 
+#: The pose rate of the workflow: ``extract-poses`` samples at it by default, ``fyp-generate`` samples its pose source
+#: and plays its video at it, and ``index-hdvila --fps 8`` clips match it (the official training's stride 4 of
+#: ~30 fps video is ~7.5 fps), so a skeleton video or keypoints file from extract-poses feeds fyp-generate frame for
+#: frame at the defaults.
+DEFAULT_POSE_FPS = 8.0
+
+
 @dataclass
 class SamplingConfig:
     """Which frames of a video to keep: ``fps`` (nearest frame per tick) or every ``frame_stride``-th
-    (default: every frame), at most ``max_frames`` (None: all)."""
+    (both None: every frame; ``fps`` 0 means the same), at most ``max_frames`` (None: all)."""
 
     fps: float | None = None
     frame_stride: int | None = None
     max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fps == 0 and not isinstance(self.fps, bool):  # --fps 0: every frame
+            self.fps = None
 
     def validate(self) -> None:
         make_sampler(self.fps, self.frame_stride)  # checks both

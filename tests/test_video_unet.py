@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from model.pose_encoder import PoseEncoder
+from official_release import official_adapter_keys
 from model.pose_unet import PoseGuidedUNet
 from model.video_unet import VideoLayersConfig, VideoUNet
 
@@ -211,23 +212,6 @@ def test_replaced_processors_are_detected(unet):
 # ------------------------------------------------------------------------------------------- saving and loading
 
 
-def _official_adapter_keys(encoder: PoseEncoder) -> dict[str, torch.Tensor]:
-    """PoseEncoder body weights under T2I-Adapter's original names (``conv_in``, ``body.{k}.*``)."""
-    n = encoder.config.num_res_blocks
-    out = {}
-    for key, value in encoder.state_dict().items():
-        parts = key.split(".")
-        if parts[0] != "adapter":
-            continue
-        if parts[1] == "conv_in":
-            out[key[len("adapter.") :]] = value
-        elif parts[3] == "in_conv":
-            out[f"body.{int(parts[2]) * n}.in_conv.{parts[4]}"] = value
-        else:  # adapter.body.L.resnets.B.blockX.param
-            out[f"body.{int(parts[2]) * n + int(parts[4])}.{parts[5]}.{parts[6]}"] = value
-    return out
-
-
 @torch.no_grad()
 def test_official_stage2_checkpoint_loads_by_name(tiny_base, tmp_path):
     from diffusers import UNet2DConditionModel
@@ -240,7 +224,7 @@ def test_official_stage2_checkpoint_loads_by_name(tiny_base, tmp_path):
     encoder = PoseEncoder.for_unet(released.unet)
     _randomize(encoder.adapter, seed=22, scale=0.05)
     state = dict(released.unet.state_dict())
-    state.update({f"skeleton_adapter.{k}": v for k, v in _official_adapter_keys(encoder).items()})
+    state.update({f"skeleton_adapter.{k}": v for k, v in official_adapter_keys(encoder).items()})
     (tmp_path / "unet").mkdir()
     torch.save(state, tmp_path / "unet" / "diffusion_pytorch_model.bin")
 
