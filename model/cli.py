@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import warnings
+
+from pose_data.quiet import quiet_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fyp-train", description="Follow Your Pose trainers")
+    parser.add_argument("-v", "--verbose", action="store_true", help="other libraries' messages and bars too")
     sub = parser.add_subparsers(dest="command", required=True)
     s1 = sub.add_parser("stage1", help="train the pose encoder on LAION-Pose over a frozen SD 1.x")
     s1.add_argument("--config", default="stage1", help="preset (stage1, stage1-tiny) or YAML file")
@@ -58,10 +59,8 @@ def stage_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the progress
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # not one retry warning per request when offline
-    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers passes a retired hub argument
     try:
         if args.command == "stage1":
             from model.train_stage1 import train_stage1

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import warnings
 
 from pose_data.cli import LAION_POSE_FLAGS
+from pose_data.quiet import quiet_libraries
 
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--clip-model": ("clip_model", str, "hub id or local folder of a CLIPModel + processor (default openai/clip-vit-large-patch14)"),
@@ -36,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (_key, kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="other libraries' messages and bars too")
     return p
 
 
@@ -62,19 +62,15 @@ def eval_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-    for noisy in ("transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not args.verbose:
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     from model.clip_metrics import ClipModelLoadError
     from model.generate_cli import one_line
     from pose_data.pose_estimator import PoseModelLoadError
 
     try:
-        import transformers.utils.logging
-
-        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars, one per model load
         cfg = eval_config(args)
         from model.eval_inputs import read_inputs
         from model.evaluate_videos import FAILED, OK, evaluate_videos, format_table

@@ -15,17 +15,16 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import secrets
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from pose_data.manifest import file_sha256
 from pose_data.pose_estimator import PoseModelLoadError
 from pose_data.pose_sequence import DEFAULT_POSE_FPS
+from pose_data.quiet import quiet_libraries
 
 log = logging.getLogger("fyp-generate")
 SIDECAR_FORMAT = "fyp-generated-video"
@@ -121,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
             kind = {"int | None": int, "int": int, "float": float, "str": str, "str | None": str}[str(f.type)]
             v.add_argument(flag, type=kind, default=None, help=f"default {getattr(defaults, f.name)!r}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="other libraries' messages and bars too")
     return p
 
 
@@ -335,11 +335,8 @@ def run_many(pipe, args, flags: VideoSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_libraries(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # not one retry warning per request when offline
-    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers passes a retired hub argument
-    for noisy in ("accelerate", "diffusers", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.no_progress:
         import diffusers.utils.logging
         import transformers.utils.logging

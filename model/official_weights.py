@@ -91,7 +91,7 @@ def find_release(path: str | os.PathLike) -> ReleaseWeights | None:
         ((int(m.group(1)), child) for child in path.iterdir() if child.is_dir() and (m := CHECKPOINT_FOLDER.match(child.name))),
         reverse=True,
     )
-    for step, folder in checkpoints:
+    for _step, folder in checkpoints:
         found = _in_folder(folder)
         if found is not None:
             if len(checkpoints) > 1:

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pose_data.config import parse_overrides, set_dotted
+from pose_data.quiet import quiet_libraries
 
 # flag -> dotted config key; every default lives in the config dataclasses, not here
 LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -186,7 +187,7 @@ def run_extract_poses(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-data", description="Follow-Your-Pose data pipelines")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and other libraries' messages too")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build-laion-pose", help="LAION metadata -> downloaded images, keypoints, skeletons: Parquet + WebDataset")
     _add_laion_pose_args(p)
@@ -203,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_libraries(args.verbose, models=args.command == "demo")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the progress
     try:
         if args.command == "build-laion-pose":
             cfg = laion_pose_config(args)

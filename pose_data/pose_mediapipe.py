@@ -27,6 +27,7 @@ import numpy as np
 
 from pose_data.keypoints import PersonPose
 from pose_data.pose_estimator import PoseEstimator, PoseModelConfig, check_images
+from pose_data.quiet import native_stderr_filtered
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,21 @@ class MediaPipePoseEstimator(PoseEstimator):
             log.warning("mediapipe backend runs on the CPU; ignoring device=%r", cfg.device)
         # static_image_mode: every image is detected from scratch (no tracking between calls), so
         # the output for an image does not depend on the images processed before it.
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=True,
-            model_complexity=1,
-            enable_segmentation=False,
-            min_detection_confidence=cfg.mediapipe_min_detection_confidence,
-        )
+        with native_stderr_filtered():  # TF Lite's and MediaPipe's start-up lines (pose_data.quiet)
+            self._pose = mp.solutions.pose.Pose(
+                static_image_mode=True,
+                model_complexity=1,
+                enable_segmentation=False,
+                min_detection_confidence=cfg.mediapipe_min_detection_confidence,
+            )
+            # the graph starts in MediaPipe's own threads, which log as they go: one call on a black image waits for
+            # that start inside the filter (static_image_mode keeps no state from it)
+            self._pose.process(np.zeros((64, 64, 3), np.uint8))
 
     def __call__(self, images: list[np.ndarray]) -> list[list[PersonPose]]:
         check_images(images)
-        return [self._estimate_one(image) for image in images]
+        with native_stderr_filtered():
+            return [self._estimate_one(image) for image in images]
 
     def _estimate_one(self, image: np.ndarray) -> list[PersonPose]:
         height, width = image.shape[:2]

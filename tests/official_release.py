@@ -110,3 +110,41 @@ def official_checkpoints(root: Path, base: Path, state: dict[str, torch.Tensor],
     save_like_official_training(state, checkpoints / "followyourpose_checkpoint-1000", safe_serialization=False)
     torch.save(official_adapter_keys(encoder), checkpoints / "pose_encoder.pth")
     return checkpoints
+
+
+def official_example_video(path: Path, *, size: int = 512, seconds: float = 3.0, fps: int = 30) -> Path:
+    """A stand-in for the official ``pose_example/vis_ikun_pose*.mov``: a person waving both arms, drawn by MMPose's
+    visualiser on black (the project's ``mmpose`` style), MPEG-4 in a QuickTime container at 30 fps, with no tag."""
+    import math
+
+    import av
+    import numpy as np
+
+    from pose_data.keypoints import PersonPose
+    from pose_data.skeleton import render_skeleton
+
+    # COCO-17 for a standing person facing the camera, in units of the frame (x, y)
+    still = {0: (0.50, 0.18), 1: (0.52, 0.16), 2: (0.48, 0.16), 3: (0.54, 0.17), 4: (0.46, 0.17), 5: (0.58, 0.28), 6: (0.42, 0.28),
+             11: (0.56, 0.55), 12: (0.44, 0.55), 13: (0.57, 0.70), 14: (0.43, 0.70), 15: (0.57, 0.86), 16: (0.43, 0.86)}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mov") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qscale": "2"}
+        for i in range(round(seconds * fps)):
+            angle = 0.9 * math.sin(2 * math.pi * i / fps)  # one wave a second
+            points = dict(still)
+            for side, shoulder in ((1, 5), (-1, 6)):
+                sx, sy = still[shoulder]
+                elbow = (sx + side * 0.12 * math.cos(angle), sy - 0.12 * math.sin(angle))
+                points[7 if side == 1 else 8] = elbow
+                points[9 if side == 1 else 10] = (elbow[0] + side * 0.10 * math.cos(2 * angle), elbow[1] - 0.10 * math.sin(2 * angle))
+            keypoints = np.array([[points[k][0] * size, points[k][1] * size, 0.9] for k in range(17)], np.float32)
+            person = PersonPose(bbox=(0.3 * size, 0.1 * size, 0.7 * size, 0.9 * size), score=0.9, keypoints=keypoints)
+            frame = av.VideoFrame.from_ndarray(render_skeleton("mmpose", [person], size, size, 0.3), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

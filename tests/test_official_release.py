@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import shlex
@@ -21,9 +22,16 @@ import torch
 
 from model.generate_cli import main as generate_main
 from model.pose_encoder import PoseEncoder, load_pose_encoder
-from model.video_layers import load_video_unet
-from official_release import official_adapter_keys, official_checkpoints, released_model, save_like_official_training, save_sharded
 from model.pose_source import _fit
+from model.video_layers import load_video_unet
+from official_release import (
+    official_adapter_keys,
+    official_checkpoints,
+    official_example_video,
+    released_model,
+    save_like_official_training,
+    save_sharded,
+)
 from pose_data.keypoints import PersonPose
 from pose_data.pose_sequence import read_pose_sequence
 from pose_data.skeleton import render_skeleton
@@ -51,7 +59,7 @@ def release(tmp_path_factory):
     from model.tiny_base import make_tiny_base
 
     root = tmp_path_factory.mktemp("official")
-    base = make_tiny_base(root / "tiny-sd", seed=0)
+    base = make_tiny_base(root / "tiny-sd", seed=0, sample_size=8)  # 64x64 by default: the README's commands run as written
     model, encoder, state = released_model(base)
     bare = root / "diffusion_pytorch_model.bin"
     torch.save(state, bare)
@@ -257,6 +265,7 @@ def test_the_readme_official_weights_walkthrough_runs_as_written(release, tmp_pa
     29.97 fps video as the user's own ``dance.mp4`` and the official example skeleton video's stand-in."""
     official_checkpoints(tmp_path, release["base"], release["state"], release["encoder"])
     shutil.copy(CARPHONE, tmp_path / "dance.mp4")
+    official_example_video(tmp_path / "pose_example" / "vis_ikun_pose2.mov")
     commands = readme_official_commands()
     assert any(c.startswith("fyp-generate") for c in commands) and any(c.startswith("pose-data extract-poses") for c in commands)
     bin_dir = Path(sys.executable).parent
@@ -266,7 +275,22 @@ def test_the_readme_official_weights_walkthrough_runs_as_written(release, tmp_pa
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
         assert "Traceback" not in proc.stderr
     outputs = [Path(w) for c in commands if c.startswith("fyp-generate") for w in shlex.split(c)[shlex.split(c).index("--output") + 1 :][:1]]
+    assert len(outputs) == 2
     for out in outputs:
         sidecar = json.loads((tmp_path / out).with_suffix(".json").read_text())
         assert sidecar["models"]["skeleton_style"] == "mmpose" and sidecar["models"]["video_layers"].endswith("followyourpose_checkpoint-1000")
-        assert len(decode(tmp_path / out)) == sidecar["frames"] > 0
+        assert sidecar["pose"]["kind"] == "skeleton_video" and sidecar["frames"] == 24 and sidecar["height"] == SIZE
+        assert len(decode(tmp_path / out)) == 24
+    # the example stand-in (untagged, 30 fps) gives 8 pose frames a second; extract-poses' video feeds frame for frame
+    example = json.loads((tmp_path / outputs[0]).with_suffix(".json").read_text())["pose"]
+    assert example["source_frames"] == [math.ceil(k * 30 / 8 - 0.5) for k in range(24)]  # nearest frame, earlier on a tie
+    own = json.loads((tmp_path / outputs[1]).with_suffix(".json").read_text())["pose"]
+    assert own["source_frames"] == list(range(24)) and own["skeleton_style"] == "mmpose"
+
+
+def test_the_official_example_videos_are_read_as_skeleton_videos(tmp_path):
+    """Thin MMPose-style lines lose most of their colour to MPEG-4's inter-frame coding; still a skeleton video."""
+    from model.pose_source import detect_kind
+
+    assert detect_kind(official_example_video(tmp_path / "vis_ikun_pose1.mov")) == "skeleton_video"
+    assert detect_kind(CARPHONE) == detect_kind(BIKES) == "driving_video"

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from model.pose_encoder import PoseEncoder
-from official_release import official_adapter_keys
 from model.pose_unet import PoseGuidedUNet
 from model.video_unet import VideoLayersConfig, VideoUNet
+from official_release import official_adapter_keys
 
 LATENT = 8  # latents 8x8 -> poses 64x64
 
