@@ -60,6 +60,10 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert -100 <= metrics["clip_score"] <= 100 and len(metrics["frame_clip_scores"]) == 16
     assert json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())["counts"]["ok"] == 1
     assert "metrics.parquet" in proc.stdout and "carphone.mp4" in proc.stdout
+    # every stage ran (Ray actors with MediaPipe, model loads, training, generation): no other library's chatter
+    noise = ("XNNPACK", "absl::InitializeLog", "Feedback manager", "Loading weights", "Writing model shards",
+             "Token authentication is enabled", "pkg_resources is deprecated", "Traceback")  # fmt: skip
+    assert not [n for n in noise if n in proc.stderr], proc.stderr[-3000:]
 
 
 def test_missing_input_is_named(tmp_path):

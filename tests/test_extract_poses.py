@@ -150,6 +150,23 @@ def test_bad_videos_are_named_and_the_others_still_run(tmp_path):
     assert "empty file" in entries["empty"]["error"] and entries["carphone"]["status"] == "ok"
 
 
+def test_every_frame_by_flag_and_the_rate_a_preset_sets_gives_way_to_a_stride(tmp_path):
+    # the default is fyp-generate's 8 fps (tests/test_official_release.py); --all-frames and --fps 0 keep every frame
+    for flags, name in ((("--all-frames",), "a"), (("--fps", "0"), "b"), (("--config", "tiny", "--all-frames"), "c")):
+        proc = run(str(CARPHONE), "--output", str(tmp_path / name), "--pose-backend", "mediapipe", "--max-frames", "5", *flags)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        info = read_pose_sequence(tmp_path / name / "carphone" / "keypoints.parquet").info
+        assert info["sampling"] == {"fps": None, "frame_stride": None, "max_frames": 5}, flags
+        assert abs(info["sampled_fps"] - 30000 / 1001) < 1e-3 and info["frames"] == 5
+        assert pd.read_parquet(tmp_path / name / "carphone" / "keypoints.parquet")["frame"].tolist() == [0, 1, 2, 3, 4]
+    # a stride given with --set replaces the preset's (and the default's) rate instead of clashing with it
+    proc = run(str(CARPHONE), "--output", str(tmp_path / "d"), "--config", "tiny", "--set", "sampling.frame_stride=3", "--max-frames", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert pd.read_parquet(tmp_path / "d" / "carphone" / "keypoints.parquet")["frame"].tolist() == [0, 3, 6]
+    proc = run(str(CARPHONE), "--output", str(tmp_path / "e"), "--all-frames", "--fps", "8")
+    assert proc.returncode == 2 and "--all-frames keeps every frame" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bad_arguments_stop_early(tmp_path):
     proc = run(str(CARPHONE), "--output", str(tmp_path / "o"), "--fps", "8", "--frame-stride", "2")
     assert proc.returncode == 2 and "not both" in proc.stderr
