@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fyp-generate", description="Follow Your Pose: pose sequence + text -> video of any length")
     m = p.add_argument_group("model (once per run)")
     m.add_argument("--base", required=True, metavar="DIR|HUB_ID", help="SD 1.x diffusers folder or hub id, or a saved pipeline folder")
-    m.add_argument("--pose-encoder", metavar="DIR|PTH", help="stage-1 output, PoseEncoder / T2IAdapter folder, or the official pose_encoder.pth")
-    m.add_argument("--video-layers", metavar="DIR", help="stage-2 video_layers/ folder or the official stage-2 release (default: initial values)")
+    m.add_argument("--pose-encoder", metavar="DIR|PTH", help="stage-1 output, PoseEncoder / T2IAdapter folder, or the official pose_encoder.pth "
+                   "(or the checkpoints/ folder holding it)")
+    m.add_argument("--video-layers", metavar="DIR|FILE", help="stage-2 video_layers/ folder, or the official release: its followyourpose_checkpoint-N "
+                   "folder, the checkpoints/ folder above it, or its model file (default: initial values)")
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None, help="default float16 on cuda, float32 on cpu")
     v = p.add_argument_group("video")
