@@ -6,12 +6,11 @@ import argparse
 import logging
 import sys
 
-from pose_data.quiet import quiet_libraries
+from pose_data.quiet import add_verbose_flags, quiet_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fyp-train", description="Follow Your Pose trainers")
-    parser.add_argument("-v", "--verbose", action="store_true", help="other libraries' messages and bars too")
     sub = parser.add_subparsers(dest="command", required=True)
     s1 = sub.add_parser("stage1", help="train the pose encoder on LAION-Pose over a frozen SD 1.x")
     s1.add_argument("--config", default="stage1", help="preset (stage1, stage1-tiny) or YAML file")
@@ -31,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip = sub.add_parser("make-tiny-clip", help="write a tiny random CLIPModel + processor (offline fyp-eval plumbing)")
     clip.add_argument("output", metavar="DIR")
     clip.add_argument("--seed", type=int, default=0)
+    add_verbose_flags(parser, sub)
     return parser
 
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from model.base_model import BaseModel, load_base_model
 from model.pose_encoder import PoseEncoder, load_pose_encoder
 from model.sample_video import sample_video, window_starts
-from model.video_layers import load_video_unet, save_video_layers
+from model.video_layers import load_video_unet, save_video_layers, video_layers_file
 from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 
 FORMAT = "fyp-pipeline"
@@ -93,7 +93,8 @@ class FollowYourPosePipeline:
         encoder_source = None if pose_encoder is None else str(getattr(pose_encoder, "name_or_path", pose_encoder))
         if encoder_source is None and released is not None:
             encoder_source = f"{video_layers} (its skeleton_adapter)"
-        sources = {"base": str(base), "pose_encoder": encoder_source, "video_layers": None if video_layers is None else str(video_layers)}
+        sources = {"base": str(base), "pose_encoder": encoder_source, "video_layers": None if video_layers is None else str(video_layers),
+                   "video_layers_file": None if video_layers is None else video_layers_file(video_layers)}  # fmt: skip
         return cls(loaded, model, sources)
 
     @classmethod

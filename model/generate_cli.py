@@ -79,7 +79,7 @@ class VideoSettings:
             ("seed", self.seed is None or 0 <= self.seed < 2**63, "in [0, 2**63)"),
             ("height", self.height is None or self.height >= 1, ">= 1"),
             ("width", self.width is None or self.width >= 1, ">= 1"),
-            ("fps", 0.1 <= self.fps <= 1000, "in [0.1, 1000]"),
+            ("fps", 0.1 <= self.fps <= 1000, "in [0.1, 1000] (every frame of the source: --frame-stride 1)"),
             ("frame_stride", self.frame_stride is None or self.frame_stride >= 1, ">= 1"),
             ("source_kind", self.source_kind in KINDS, f"one of {', '.join(KINDS)}"),
             ("skeleton_style", self.skeleton_style is None or self.skeleton_style in SKELETON_STYLES, f"one of {', '.join(SKELETON_STYLES)}"),

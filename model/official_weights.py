@@ -27,7 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +119,10 @@ def _in_folder(folder: Path) -> ReleaseWeights | None:
 def _from_index(index: Path) -> ReleaseWeights:
     """The shards an index names, each a plain file name beside the index; ValueError naming the index otherwise."""
     try:
-        weight_map = json.loads(index.read_text()).get("weight_map")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{index}: not a readable shard index ({type(err).__name__})") from None
+        index_json = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{index}: not a readable shard index ({type(err).__name__}: {err})") from None
+    weight_map = index_json.get("weight_map") if isinstance(index_json, dict) else None
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index}: its weight_map is not a non-empty {{key: shard file}} object")
     names = sorted(set(weight_map.values()))
@@ -163,7 +166,15 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             state = load_file(str(file))
         else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on the pickle protocol of a file it then refuses
+                warnings.simplefilter("ignore")
+                state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights-only loading refused something that is not a tensor
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip().startswith("Unsupported")), "")
+        raise ValueError(
+            f"{file}: not a readable PyTorch state dict: it holds objects other than tensors, which weights-only loading "
+            f"refuses{f' ({reason})' if reason else ''}; a checkpoint should hold tensors only"
+        ) from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(f"{file}: not a readable PyTorch state dict ({type(err).__name__}: {first})") from None

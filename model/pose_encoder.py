@@ -211,10 +211,9 @@ def load_pose_encoder(path: str | os.PathLike) -> PoseEncoder:
     FileNotFoundError naming ``path`` when it is none of these.
     """
     path = Path(path)
-    if path.is_dir() and not (path / "config.json").is_file() and (path / OFFICIAL_FILE_NAME).is_file():
-        path = path / OFFICIAL_FILE_NAME  # the official release's checkpoints/ folder
-    if path.is_file():
-        return PoseEncoder.from_official_state_dict(path)
+    official = official_encoder_file(path)
+    if official is not None:
+        return PoseEncoder.from_official_state_dict(official)
     if _model_class(path / "config.json") is None and (path / "pose_encoder" / "config.json").is_file():
         path = path / "pose_encoder"  # a stage-1 output folder (its own config.json is the run's)
     config = path / "config.json"
@@ -227,6 +226,15 @@ def load_pose_encoder(path: str | os.PathLike) -> PoseEncoder:
     if class_name != PoseEncoder.__name__:
         raise ValueError(f"{config}: not the config of a PoseEncoder or T2IAdapter (_class_name {class_name!r})")
     return PoseEncoder.from_pretrained(path)
+
+
+def official_encoder_file(path: str | os.PathLike) -> Path | None:
+    """The state-dict file in T2I-Adapter's original layout that ``path`` names: the file itself, or the official
+    release's ``checkpoints/`` folder holding ``pose_encoder.pth``; None for a model folder (or nothing there)."""
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / OFFICIAL_FILE_NAME).is_file():
+        return path / OFFICIAL_FILE_NAME
+    return path if path.is_file() else None
 
 
 def _model_class(config: Path) -> str | None:

@@ -80,19 +80,38 @@ class _Enough(Exception):
 def looks_like_skeletons(rgb: np.ndarray) -> bool | None:
     """True: mostly black with coloured strokes; False: a picture; None: (nearly) all black, says nothing.
 
-    Strokes are the pixels of peak >= 64; a quarter of them must be saturated (chroma >= 0.4 x peak). Skeleton colours
-    are saturated, but thin lines lose much of their colour to 4:2:0 chroma subsampling and to inter-frame coding
-    (the official MMPose-style examples are 1-px lines in MPEG-4), so a quarter, not a majority; a dark scene's lights
-    are mostly white."""
+    Strokes are the pixels of peak >= 64, saturated ones those of chroma >= 0.4 x peak. Skeleton colours are
+    saturated: half the strokes saturated is a skeleton. Thin lines lose much of their colour to 4:2:0 chroma
+    subsampling and inter-frame coding (the official MMPose-style examples are 1-px lines in MPEG-4: a third of
+    their strokes stay saturated), so a quarter also counts when the saturated strokes are of several hues
+    (skeletons colour limbs apart; a dark scene's lights are mostly white, a coloured one mostly one hue). A frame
+    whose dim pixels (peak 24-63) outnumber its strokes three to one is a dark scene (lines leave thin fringes)."""
     peak = rgb.max(axis=2)
     if (peak < 24).mean() < SKELETON_BLACK_FRACTION:
         return False
     strokes = peak >= 64
     if strokes.sum() < 0.0005 * strokes.size:
         return None
-    bright = peak[strokes].astype(np.int32)
-    chroma = bright - rgb.min(axis=2)[strokes].astype(np.int32)
-    return bool((chroma >= 0.4 * bright).mean() >= 0.25)
+    dim = int(((peak >= 24) & ~strokes).sum())
+    if dim > 3 * strokes.sum():  # much dim, unlit-looking area beside the bright strokes: a dark scene, not lines
+        return False
+    pixels = rgb[strokes].astype(np.int32)
+    bright = pixels.max(axis=1)
+    saturated = pixels[bright - pixels.min(axis=1) >= 0.4 * bright]
+    share = len(saturated) / len(pixels)
+    if share >= 0.5:
+        return True
+    return share >= 0.25 and hue_concentration(saturated) < 0.8
+
+
+def hue_concentration(pixels: np.ndarray) -> float:
+    """How much ``pixels`` (saturated RGB) share one hue: the length of the mean unit vector of their hue angles, 1 for
+    a single hue, near 0 for hues spread around the circle (two hues 90 degrees apart in equal parts: 0.71)."""
+    if len(pixels) == 0:
+        return 1.0
+    r, g, b = (pixels[:, i].astype(np.float64) for i in range(3))
+    hue = np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)  # the hexagonal hue angle
+    return float(np.hypot(np.cos(hue).mean(), np.sin(hue).mean()))
 
 
 def _frames_at(path: Path, fractions: tuple[float, ...]) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ import torch
 
 from model.base_model import BaseModel, encode_images, encode_prompts, load_base_model
 from model.laion_pose_dataset import LaionPoseStream, skeleton_style_of
-from model.pose_encoder import PoseEncoder
+from model.pose_encoder import PoseEncoder, official_encoder_file
 from model.pose_encoder import load_pose_encoder as load_pretrained_pose_encoder
 from model.shard_stream import resolve_shards
 from model.stage1_config import Stage1Config
@@ -78,7 +78,13 @@ class Stage1Trainer(Trainer):
         if cfg.model.gradient_checkpointing:
             self.base.unet.enable_gradient_checkpointing()
         encoder = load_pose_encoder(cfg.model.init_pose_encoder, self.base.unet, self.skeleton_style)
-        check_style(encoder.config.skeleton_style, self.skeleton_style, f"the pose encoder {cfg.model.init_pose_encoder}")
+        init = cfg.model.init_pose_encoder
+        if init is not None and official_encoder_file(init) and encoder.config.skeleton_style != self.skeleton_style and self.skeleton_style:
+            # a .pth in T2I-Adapter's original layout: its style is the official encoder's, assumed, not recorded
+            log.warning("%s is taken as the official encoder, trained on %r skeletons; continuing it on %r shards, it will "
+                        "record %r", init, encoder.config.skeleton_style, self.skeleton_style, self.skeleton_style)  # fmt: skip
+            encoder.register_to_config(skeleton_style=None)
+        check_style(encoder.config.skeleton_style, self.skeleton_style, f"the pose encoder {init}")
         if encoder.config.skeleton_style is None and self.skeleton_style is not None:
             encoder.register_to_config(skeleton_style=self.skeleton_style)
         encoder.to(self.accelerator.device).train()

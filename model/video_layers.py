@@ -69,6 +69,49 @@ def is_video_layers_folder(path: str | os.PathLike) -> bool:
         return False
 
 
+def resolve_video_layers(source: str | os.PathLike) -> Path:
+    """``source`` as given, or the ``video_layers/`` folder of a ``fyp-train stage2`` output folder given instead.
+
+    FileNotFoundError when ``source`` does not exist; ValueError for a folder that holds this project's weights file
+    (its safetensors metadata says so) but no readable config.json."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"video layers {str(source)!r}: no such folder or file")
+    if is_video_layers_folder(path):
+        return path
+    if is_video_layers_folder(path / "video_layers"):
+        log.info("video layers: %s is a fyp-train stage2 output folder; reading its video_layers/", path)
+        return path / "video_layers"
+    if _saved_here(path / WEIGHTS_NAME):
+        raise ValueError(
+            f"video layers folder {str(path)!r}: its config.json is missing or not a video-layers config, but "
+            f"{WEIGHTS_NAME} was written by fyp-train stage2; restore the config.json saved with it"
+        )
+    return path
+
+
+def video_layers_file(source: str | os.PathLike) -> str:
+    """The weights file(s) :func:`load_video_unet` reads for ``source`` (for the record in a sidecar)."""
+    path = resolve_video_layers(source)
+    if is_video_layers_folder(path):
+        return str(path / WEIGHTS_NAME)
+    release = find_release(path)
+    return "" if release is None else release.where
+
+
+def _saved_here(file: Path) -> bool:
+    """``file`` is a safetensors file written by :func:`save_video_layers` (its metadata names the format)."""
+    if not file.is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not ours
+        return False
+
+
 def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder | None = None) -> tuple[VideoUNet, PoseEncoder | None]:
     """Inflate ``unet`` (a 2D SD UNet) and load stage-2 weights from ``source``.
 
@@ -77,9 +120,7 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
     shard index). Returns the model and, for the official release, the pose encoder it holds (which then also
     becomes the model's pose encoder unless ``pose_encoder`` is given).
     """
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"video layers {str(source)!r}: no such folder or file")
+    path = resolve_video_layers(source)
     if not is_video_layers_folder(path):
         release = find_release(path)
         if release is None:
@@ -89,6 +130,12 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
             )
         log.info("video layers: reading the official release %s (%s)", release.where, release.layout)
         state = read_state_dict(release)
+        if state and all(key.startswith(("unet.", "pose_encoder.")) for key in state):  # VideoUNet's own names
+            raise ValueError(
+                f"video layers {release.where}: a fyp-train training checkpoint (it holds the trained weights alone, "
+                "under the trainer's names), not stage-2 weights to sample with: use the run's video_layers/ folder "
+                "(written when training ends), or resume the run with fyp-train stage2 --resume"
+            )
         model = VideoUNet(unet, VideoLayersConfig.official(), pose_encoder)
         released_encoder = load_official_stage2(model, state, release.where)
         if pose_encoder is None:

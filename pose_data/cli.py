@@ -7,7 +7,7 @@ import logging
 import sys
 
 from pose_data.config import parse_overrides, set_dotted
-from pose_data.quiet import quiet_libraries
+from pose_data.quiet import add_verbose_flags, quiet_libraries
 
 # flag -> dotted config key; every default lives in the config dataclasses, not here
 LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -156,12 +156,17 @@ def extract_poses_config(args: argparse.Namespace):
 
     layers = [preset_or_file(args.config)] if args.config else []
     flags = flag_layer(args, EXTRACT_POSES_FLAGS)
+    overrides = parse_overrides(args.set)
+    given = [f"--{key.replace('_', '-')}" for key in (flags.get("sampling") or {}) if key in ("fps", "frame_stride")]
+    given += [f"--set sampling.{key}" for key in (overrides.get("sampling") or {}) if key in ("fps", "frame_stride")]
+    if args.all_frames and given:
+        raise ValueError(f"--all-frames keeps every frame: give it without {' or '.join(given)}")
     if args.all_frames:
-        if flags.get("sampling", {}).keys() & {"fps", "frame_stride"}:
-            raise ValueError("--all-frames keeps every frame: give it without --fps or --frame-stride")
         set_dotted(flags, "sampling.fps", None)
         set_dotted(flags, "sampling.frame_stride", None)
-    layers += [parse_overrides(args.set), flags]
+    if flags.get("sampling", {}).get("fps") == 0 and flags["sampling"].get("frame_stride") is not None:
+        raise ValueError("--fps 0 keeps every frame: give it without --frame-stride")
+    layers += [overrides, flags]
     for layer in layers:  # a rate or a stride given in a layer replaces the other of the layers below
         sampling = layer.get("sampling") if isinstance(layer.get("sampling"), dict) else {}
         if ("fps" in sampling) != ("frame_stride" in sampling):
@@ -187,7 +192,6 @@ def run_extract_poses(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-data", description="Follow-Your-Pose data pipelines")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and other libraries' messages too")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build-laion-pose", help="LAION metadata -> downloaded images, keypoints, skeletons: Parquet + WebDataset")
     _add_laion_pose_args(p)
@@ -198,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="offline end-to-end demo on the bundled sample photos (CPU, MediaPipe)")
     d.add_argument("--output", "-o", default="demo-output", metavar="DIR")
     d.add_argument("--no-progress", action="store_true")
+    add_verbose_flags(parser, sub)
     return parser
 
 

@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 BLAZEPOSE_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
+def _warm_up_photo() -> np.ndarray:
+    """The bundled astronaut photo (public domain, a person from the waist up), RGB."""
+    from importlib import resources
+
+    from PIL import Image
+
+    with Image.open(resources.files("pose_data") / "sample_data" / "laion" / "astronaut.jpg") as image:
+        return np.asarray(image.convert("RGB"))
+
+
 class MediaPipePoseEstimator(PoseEstimator):
     """BlazePose full (``model_complexity=1``) in static-image mode; images run one by one."""
 
@@ -56,14 +66,14 @@ class MediaPipePoseEstimator(PoseEstimator):
                 enable_segmentation=False,
                 min_detection_confidence=cfg.mediapipe_min_detection_confidence,
             )
-            # the graph starts in MediaPipe's own threads, which log as they go: one call on a black image waits for
-            # that start inside the filter (static_image_mode keeps no state from it)
-            self._pose.process(np.zeros((64, 64, 3), np.uint8))
+            # MediaPipe starts its detector and its landmark model on their first use, in its own threads, logging as
+            # they go: one call on a real photo of a person starts both inside the filter, so later calls run
+            # unfiltered (static_image_mode keeps no state from it)
+            self._pose.process(_warm_up_photo())
 
     def __call__(self, images: list[np.ndarray]) -> list[list[PersonPose]]:
         check_images(images)
-        with native_stderr_filtered():
-            return [self._estimate_one(image) for image in images]
+        return [self._estimate_one(image) for image in images]
 
     def _estimate_one(self, image: np.ndarray) -> list[PersonPose]:
         height, width = image.shape[:2]

@@ -16,11 +16,13 @@ Every command calls :func:`quiet_libraries` first (``--verbose`` turns it off). 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,10 +30,21 @@ from contextlib import contextmanager
 VERBOSE_ENV = "FYP_VERBOSE"
 #: Native (C++) log lines of MediaPipe / TF Lite that say nothing to a user.
 NATIVE_NOISE = re.compile(
-    rb"Created TensorFlow Lite XNNPACK delegate|All log messages before absl::InitializeLog\(\)"
-    rb"|inference_feedback_manager\.cc:\d+\]|landmark_projection_calculator\.cc:\d+\]|gl_context(_egl)?\.cc:\d+\]"
-)
+    rb"^(INFO: Created TensorFlow Lite XNNPACK delegate|WARNING: All log messages before absl::InitializeLog\(\))"
+    rb"|^[IW]\d{4} [^\n]*(inference_feedback_manager|landmark_projection_calculator|gl_context(_egl)?)\.cc:\d+\]"
+)  # only INFO (I) and WARNING (W) lines of those files: their errors (E, F) pass
 RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+VERBOSE_HELP = "debug logging, and other libraries' messages and bars too"
+
+
+def add_verbose_flags(parser: argparse.ArgumentParser, subcommands: argparse._SubParsersAction | None = None) -> None:
+    """``-v/--verbose`` on ``parser`` and on each of its ``subcommands`` (so it may stand before or after the
+    subcommand's name)."""
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    for sub in (subcommands.choices.values() if subcommands is not None else ()):
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
 def is_verbose() -> bool:
@@ -75,16 +88,22 @@ def quiet_libraries(verbose: bool = False, *, models: bool = True) -> None:
     enable_progress_bars()  # transformers' switch also turns off the hub's download bars: keep those
 
 
+_fd2_lock = threading.RLock()  # file descriptor 2 is the process's: one capture at a time
+
+
 @contextmanager
 def native_stderr_filtered(noise: re.Pattern[bytes] = NATIVE_NOISE) -> Iterator[None]:
     """Run the block with file descriptor 2 captured; afterwards write back every captured line except those matching
-    ``noise``. A no-op with ``FYP_VERBOSE=1``."""
+    ``noise`` (also when the block raises). A no-op with ``FYP_VERBOSE=1``. Blocks in other threads wait for it.
+
+    Keep the block short (a model's start-up): a process that dies inside it (abort, ``os._exit``) loses what it
+    captured, since the lines are written back only when the block ends."""
     if is_verbose():
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
+    with _fd2_lock, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
             yield

@@ -116,10 +116,14 @@ def test_a_release_folder_never_unpickles_its_other_files(release, tmp_path, cap
                           "--width", str(SIZE), "--no-progress", "--output", str(tmp_path / "out.mp4")])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert not marker.exists()
-    # a model file that is itself a pickle with code in it is refused, not run
+    # a model file that is itself a pickle with code in it is refused, not run, in one line without torch's advice
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Trap(str(marker))}))
-    with pytest.raises(ValueError, match=r"pytorch_model\.bin: not a readable PyTorch state dict"):
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: not a readable PyTorch state dict: it holds objects other than tensors"):
         load_video_unet(unet_of(release["base"]), folder)
+    code = generate_main(["--base", str(release["base"]), "--video-layers", str(folder), "--pose", str(CARPHONE), "--prompt", "a",
+                          "--output", str(tmp_path / "o.mp4")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "weights_only" not in err and "protocol" not in err, err
     assert not marker.exists()
 
 
@@ -137,6 +141,28 @@ def test_a_folder_without_weights_says_what_it_looked_for(release, tmp_path, cap
     index.write_text('{"weight_map": {"conv_in.weight": "../escape.safetensors"}}')
     with pytest.raises(ValueError, match=r"shard names must be weight files beside the index, got \['\.\./escape"):
         load_video_unet(unet_of(release["base"]), index)
+
+
+def test_this_projects_own_folders_are_not_taken_for_the_release(release, tmp_path):
+    from safetensors.torch import save_file
+
+    from model.video_layers import save_video_layers
+    from model.video_unet import VideoLayersConfig, VideoUNet
+
+    run = tmp_path / "runs" / "stage2"
+    trained = VideoUNet(unet_of(release["base"]), VideoLayersConfig())
+    save_video_layers(trained, run / "video_layers")
+    model, encoder = load_video_unet(unet_of(release["base"]), run)  # a stage-2 output folder: its video_layers/
+    assert encoder is None and model.config == VideoLayersConfig() and same_weights(model.unet, trained.unet)
+    # a training checkpoint holds the trained weights under the trainer's names: say what to use instead
+    checkpoint = run / "checkpoints" / "checkpoint-0000005"
+    checkpoint.mkdir(parents=True)
+    save_file({"unet.conv_in.weight": torch.zeros(1)}, str(checkpoint / "model.safetensors"))
+    with pytest.raises(ValueError, match="a fyp-train training checkpoint .* use the run's video_layers/ folder"):
+        load_video_unet(unet_of(release["base"]), run / "checkpoints")
+    (run / "video_layers" / "config.json").unlink()  # our weights file without its config is not the release either
+    with pytest.raises(ValueError, match="its config.json is missing or not a video-layers config"):
+        load_video_unet(unet_of(release["base"]), run / "video_layers")
 
 
 def test_the_checkpoints_parent_takes_the_latest_checkpoint_with_weights(release, tmp_path):
@@ -198,6 +224,9 @@ def test_fyp_generate_reads_every_layout_to_the_same_frames(release, driving_key
 
     sidecar = json.loads((tmp_path / "bin.json").read_text())
     assert sidecar["models"]["skeleton_style"] == "mmpose" and sidecar["pose"]["skeleton_style"] == "mmpose"
+    parent = json.loads((tmp_path / "parent.json").read_text())["models"]  # which checkpoint the parent folder gave
+    assert parent["video_layers"] == str(checkpoints)
+    assert parent["video_layers_file"] == str(checkpoints / "followyourpose_checkpoint-1000" / "pytorch_model.bin")
     # the keypoints are drawn in the encoder's (MMPose) style: the pipeline gets exactly those skeletons
     sequence = read_pose_sequence(keypoints)
     rows = sequence.table.to_pylist()[:4]
@@ -290,7 +319,20 @@ def test_the_readme_official_weights_walkthrough_runs_as_written(release, tmp_pa
 
 def test_the_official_example_videos_are_read_as_skeleton_videos(tmp_path):
     """Thin MMPose-style lines lose most of their colour to MPEG-4's inter-frame coding; still a skeleton video."""
-    from model.pose_source import detect_kind
+    from model.pose_source import detect_kind, looks_like_skeletons
+    from pose_data.video_writer import Mp4Writer
 
     assert detect_kind(official_example_video(tmp_path / "vis_ikun_pose1.mov")) == "skeleton_video"
     assert detect_kind(CARPHONE) == detect_kind(BIKES) == "driving_video"
+    # dark scenes stay driving videos: a dim performer under two neon signs; white street lamps and one red tail light
+    stage = np.zeros((256, 256, 3), np.uint8)
+    stage[60:200, 100:140] = np.random.default_rng(0).integers(30, 60, (140, 40, 1))
+    stage[10:20, 10:40], stage[220:226, 150:200] = (255, 0, 200), (0, 200, 255)
+    night = np.zeros((256, 256, 3), np.uint8)
+    night[100:110, 50:60] = night[100:110, 150:160] = night[100:110, 200:210] = 240
+    night[200:210, 120:130] = (220, 30, 30)
+    assert looks_like_skeletons(stage) is False and looks_like_skeletons(night) is False
+    with Mp4Writer(tmp_path / "night.mp4", 25) as writer:  # H.264 spreads the red light's hue: still one hue
+        for i in range(50):
+            writer.add(np.maximum(night, np.uint8(i % 3)))
+    assert detect_kind(tmp_path / "night.mp4") == "driving_video"

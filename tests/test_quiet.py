@@ -60,8 +60,8 @@ def test_extract_poses_is_quiet_and_verbose_brings_the_native_lines_back(tmp_pat
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == "", quiet.stderr  # nothing at all: the result is on stdout
     assert "carphone.mp4: 3 frames at 8 fps" in quiet.stdout
-    loud = run("pose-data", "-v", "extract-poses", str(CARPHONE), "--output", str(tmp_path / "b"), "--pose-backend", "mediapipe",
-               "--skeleton-style", "mmpose", "--max-frames", "3", "--no-progress")  # fmt: skip
+    loud = run("pose-data", "extract-poses", str(CARPHONE), "--output", str(tmp_path / "b"), "--pose-backend", "mediapipe",
+               "--skeleton-style", "mmpose", "--max-frames", "3", "--no-progress", "--verbose")  # fmt: skip
     assert loud.returncode == 0 and "XNNPACK" in loud.stderr and "Feedback manager" in loud.stderr
     assert "new version of Albumentations" not in loud.stderr  # the update check (a network request) never runs
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -275,7 +276,7 @@ def test_a_bad_sample_is_skipped_and_counted_not_fatal(tmp_path, laion_pose_dir,
     assert summary["samples"] >= 8
 
 
-def test_the_pose_encoder_records_its_skeleton_style_and_refuses_another(tmp_path, laion_pose_dir, tiny_base):
+def test_the_pose_encoder_records_its_skeleton_style_and_refuses_another(tmp_path, laion_pose_dir, tiny_base, caplog):
     from model.pose_encoder import PoseEncoder
     from model.train_stage1 import Stage1Trainer
 
@@ -294,6 +295,20 @@ def test_the_pose_encoder_records_its_skeleton_style_and_refuses_another(tmp_pat
     info.write_text(json.dumps({"stage": "stage1", "skeleton_style": "mmpose"}))
     with pytest.raises(ValueError, match="the checkpoint .* was trained on 'mmpose' skeletons"):
         Stage1Trainer(tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=2, resume="latest"))
+    # the official pose_encoder.pth (T2I-Adapter's layout) is taken as mmpose-trained, an assumption: continuing it on
+    # openpose shards warns and the result records openpose, the style it was last trained on
+    from official_release import official_adapter_keys
+
+    official = tmp_path / "checkpoints" / "pose_encoder.pth"
+    official.parent.mkdir()
+    torch.save(official_adapter_keys(trained), official)
+    assert PoseEncoder.from_official_state_dict(official).config.skeleton_style == "mmpose"
+    cfg = tiny_cfg(tmp_path / "official", laion_pose_dir, tiny_base, max_steps=1)
+    cfg.model.init_pose_encoder = str(official.parent)  # the official checkpoints/ folder
+    with caplog.at_level(logging.WARNING):
+        assert Stage1Trainer(cfg).train()["skeleton_style"] == "openpose"
+    assert "taken as the official encoder, trained on 'mmpose' skeletons" in caplog.text
+    assert PoseEncoder.from_pretrained(tmp_path / "official" / "run" / "pose_encoder").config.skeleton_style == "openpose"
 
 
 def test_a_launcher_world_size_accelerate_did_not_pick_up_is_refused(monkeypatch):
