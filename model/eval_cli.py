@@ -15,7 +15,7 @@ import logging
 import sys
 
 from pose_data.cli import LAION_POSE_FLAGS
-from pose_data.quiet import quiet_libraries
+from pose_data.quiet import add_verbose_flags, quiet_libraries
 
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--clip-model": ("clip_model", str, "hub id or local folder of a CLIPModel + processor (default openai/clip-vit-large-patch14)"),
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (_key, kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--verbose", action="store_true", help="other libraries' messages and bars too")
+    add_verbose_flags(p)
     return p
 
 
@@ -62,7 +62,7 @@ def eval_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_libraries(args.verbose)
+    quiet_libraries(args.verbose, progress=not args.no_progress)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from model.base_model import BaseModel, load_base_model
 from model.pose_encoder import PoseEncoder, load_pose_encoder
 from model.sample_video import sample_video, window_starts
-from model.video_layers import load_video_unet, save_video_layers, video_layers_file
+from model.video_layers import load_video_unet, save_video_layers
 from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 
 FORMAT = "fyp-pipeline"
@@ -94,7 +94,7 @@ class FollowYourPosePipeline:
         if encoder_source is None and released is not None:
             encoder_source = f"{video_layers} (its skeleton_adapter)"
         sources = {"base": str(base), "pose_encoder": encoder_source, "video_layers": None if video_layers is None else str(video_layers),
-                   "video_layers_file": None if video_layers is None else video_layers_file(video_layers)}  # fmt: skip
+                   "video_layers_file": getattr(model, "weights_file", None)}  # fmt: skip
         return cls(loaded, model, sources)
 
     @classmethod
@@ -108,7 +108,7 @@ class FollowYourPosePipeline:
             raise ValueError(f"{folder / CONFIG_NAME}: format {config.get('format')!r}, expected {FORMAT!r}")
         encoder = folder / "pose_encoder"
         pipe = cls.from_parts(folder, encoder if encoder.is_dir() else None, folder / "video_layers", device=device, dtype=dtype)
-        pipe.sources = {**config.get("sources", {}), "pipeline": str(folder)}
+        pipe.sources = {**config.get("sources", {}), "pipeline": str(folder), "video_layers_file": pipe.sources["video_layers_file"]}
         return pipe
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

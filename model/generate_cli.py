@@ -24,7 +24,7 @@ from pathlib import Path
 from pose_data.manifest import file_sha256
 from pose_data.pose_estimator import PoseModelLoadError
 from pose_data.pose_sequence import DEFAULT_POSE_FPS
-from pose_data.quiet import quiet_libraries
+from pose_data.quiet import add_verbose_flags, quiet_libraries
 
 log = logging.getLogger("fyp-generate")
 SIDECAR_FORMAT = "fyp-generated-video"
@@ -91,6 +91,8 @@ class VideoSettings:
 
 
 MODEL_KEYS = {"base", "pose_encoder", "video_layers", "device", "dtype"}
+#: Model records that sidecars written by older versions lack: absent, they do not make a video count as not done.
+OPTIONAL_SOURCES = {"video_layers_file"}
 
 
 def one_line(err: BaseException) -> str:
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
             kind = {"int | None": int, "int": int, "float": float, "str": str, "str | None": str}[str(f.type)]
             v.add_argument(flag, type=kind, default=None, help=f"default {getattr(defaults, f.name)!r}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--verbose", action="store_true", help="other libraries' messages and bars too")
+    add_verbose_flags(p)
     return p
 
 
@@ -294,7 +296,7 @@ def _already_done(job: dict, sources: dict) -> bool:
     try:
         done = json.loads(sidecar.read_text())
         same = (done["format"] == SIDECAR_FORMAT and done["prompt"] == job["prompt"] and done["pose"]["source"] == job["pose"]
-                and all(done["models"].get(k) == v for k, v in sources.items()))  # fmt: skip
+                and all(done["models"].get(k) == v for k, v in sources.items() if k in done["models"] or k not in OPTIONAL_SOURCES))  # fmt: skip
         wanted = dataclasses.asdict(job["settings"])
         return same and all(done["settings"].get(k) == v for k, v in wanted.items() if k != "seed" or v is not None)
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):  # not a sidecar of ours: make the video again
@@ -337,14 +339,8 @@ def run_many(pipe, args, flags: VideoSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet_libraries(args.verbose)
+    quiet_libraries(args.verbose, progress=not args.no_progress)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.no_progress:
-        import diffusers.utils.logging
-        import transformers.utils.logging
-
-        transformers.utils.logging.disable_progress_bar()
-        diffusers.utils.logging.disable_progress_bar()
     try:
         flags = settings_from({f.name: getattr(args, f.name) for f in dataclasses.fields(VideoSettings)})
         if bool(args.prompts) == bool(args.prompt or args.pose):

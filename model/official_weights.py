@@ -48,8 +48,9 @@ INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json",
 DIFFUSERS_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 #: Suffixes of a bare weights file.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-#: A checkpoint folder of the official training (``checkpoint-500``) or of the release (``followyourpose_checkpoint-1000``).
-CHECKPOINT_FOLDER = re.compile(r"^(?:.*_)?checkpoint-(\d+)$")
+#: A checkpoint folder of the official training (``checkpoint-500``), of the release (``followyourpose_checkpoint-1000``)
+#: or renamed around that (``my-checkpoint-1000-final``): the name holds ``checkpoint-N`` (or ``checkpoint_N``).
+CHECKPOINT_FOLDER = re.compile(r"checkpoint[-_](\d+)")
 DDP_PREFIX = "module."
 
 
@@ -71,7 +72,7 @@ def looked_for() -> str:
     return (
         f"an accelerate save_state folder ({', '.join(ACCELERATE_FILES)}), a sharded save ({', '.join(INDEX_FILES[:2])}), "
         f"{' or '.join(DIFFUSERS_FILES)} (also under unet/), a weights file ({', '.join(WEIGHT_SUFFIXES)}), "
-        "or a folder holding followyourpose_checkpoint-N/ (or checkpoint-N/) folders"
+        "or a folder holding followyourpose_checkpoint-N/ (any folder whose name holds checkpoint-N)"
     )
 
 
@@ -90,7 +91,7 @@ def find_release(path: str | os.PathLike) -> ReleaseWeights | None:
     if found is not None:
         return found
     checkpoints = sorted(
-        ((int(m.group(1)), child) for child in path.iterdir() if child.is_dir() and (m := CHECKPOINT_FOLDER.match(child.name))),
+        ((int(m.group(1)), child) for child in path.iterdir() if child.is_dir() and (m := CHECKPOINT_FOLDER.search(child.name))),
         reverse=True,
     )
     for _step, folder in checkpoints:
@@ -169,18 +170,36 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():  # torch's note on the pickle protocol of a file it then refuses
                 warnings.simplefilter("ignore")
                 state = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights-only loading refused something that is not a tensor
-        reason = next((line.strip() for line in str(err).splitlines() if line.strip().startswith("Unsupported")), "")
+    except pickle.UnpicklingError as err:  # weights-only loading refused the file's pickle
+        if _is_lfs_pointer(file):
+            raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)") from None
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(err))
+        if found and found.group(1).startswith("global"):  # a class or function the pickle would call: code, not tensors
+            raise ValueError(
+                f"{file}: not a readable PyTorch state dict: it holds objects other than tensors, which weights-only "
+                f"loading refuses (Unsupported {found.group(1)}); a checkpoint should hold tensors only"
+            ) from None
         raise ValueError(
-            f"{file}: not a readable PyTorch state dict: it holds objects other than tensors, which weights-only loading "
-            f"refuses{f' ({reason})' if reason else ''}; a checkpoint should hold tensors only"
+            f"{file}: not a readable PyTorch state dict: weights-only loading refused it ("
+            f"{found.group(0) if found else 'not a pickle'}): not a PyTorch file, a damaged one, or one holding more than tensors"
         ) from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
+        if _is_lfs_pointer(file):
+            raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(f"{file}: not a readable PyTorch state dict ({type(err).__name__}: {first})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ValueError(f"{file} holds a {type(state).__name__}, not a state dict of named tensors")
     return dict(state)
+
+
+def _is_lfs_pointer(file: Path) -> bool:
+    """A Git LFS pointer (a clone without git-lfs) in place of the file."""
+    try:
+        with open(file, "rb") as handle:
+            return handle.read(64).startswith(b"version https://git-lfs.github.com/spec/")
+    except OSError:
+        return False
 
 
 def strip_ddp_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -90,15 +90,6 @@ def resolve_video_layers(source: str | os.PathLike) -> Path:
     return path
 
 
-def video_layers_file(source: str | os.PathLike) -> str:
-    """The weights file(s) :func:`load_video_unet` reads for ``source`` (for the record in a sidecar)."""
-    path = resolve_video_layers(source)
-    if is_video_layers_folder(path):
-        return str(path / WEIGHTS_NAME)
-    release = find_release(path)
-    return "" if release is None else release.where
-
-
 def _saved_here(file: Path) -> bool:
     """``file`` is a safetensors file written by :func:`save_video_layers` (its metadata names the format)."""
     if not file.is_file():
@@ -118,7 +109,7 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
     ``source``: a ``video_layers/`` folder, or the official release in any form (:func:`model.official_weights.find_release`:
     the ``followyourpose_checkpoint-N`` accelerate folder, the ``checkpoints/`` folder above it, its model file or
     shard index). Returns the model and, for the official release, the pose encoder it holds (which then also
-    becomes the model's pose encoder unless ``pose_encoder`` is given).
+    becomes the model's pose encoder unless ``pose_encoder`` is given). ``model.weights_file`` names what was read.
     """
     path = resolve_video_layers(source)
     if not is_video_layers_folder(path):
@@ -130,6 +121,9 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
             )
         log.info("video layers: reading the official release %s (%s)", release.where, release.layout)
         state = read_state_dict(release)
+        above = release.files[0].parent.parent
+        if (above / "model_index.json").is_file() and not any(is_video_layer(key) for key in state):
+            raise ValueError(f"video layers {str(source)!r}: a Stable Diffusion folder (model_index.json, no video layers), not stage-2 weights: give it as --base")
         if state and all(key.startswith(("unet.", "pose_encoder.")) for key in state):  # VideoUNet's own names
             raise ValueError(
                 f"video layers {release.where}: a fyp-train training checkpoint (it holds the trained weights alone, "
@@ -138,6 +132,7 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
             )
         model = VideoUNet(unet, VideoLayersConfig.official(), pose_encoder)
         released_encoder = load_official_stage2(model, state, release.where)
+        model.weights_file = release.where
         if pose_encoder is None:
             model.pose_encoder = released_encoder
         return model, released_encoder
@@ -153,6 +148,7 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
     if not weights_path.is_file():
         raise FileNotFoundError(f"video layers folder {str(path)!r} has no {WEIGHTS_NAME}")
     _load_into_unet(model, load_file(str(weights_path)), weights_path, strict=False)
+    model.weights_file = str(weights_path)
     return model, None
 
 

@@ -157,15 +157,18 @@ def extract_poses_config(args: argparse.Namespace):
     layers = [preset_or_file(args.config)] if args.config else []
     flags = flag_layer(args, EXTRACT_POSES_FLAGS)
     overrides = parse_overrides(args.set)
-    given = [f"--{key.replace('_', '-')}" for key in (flags.get("sampling") or {}) if key in ("fps", "frame_stride")]
-    given += [f"--set sampling.{key}" for key in (overrides.get("sampling") or {}) if key in ("fps", "frame_stride")]
-    if args.all_frames and given:
-        raise ValueError(f"--all-frames keeps every frame: give it without {' or '.join(given)}")
+    # what the command line asks of the sampling: "every frame" (--all-frames, a rate of 0) next to any other rate or
+    # stride given there is a contradiction, named; otherwise flags replace --set as everywhere
+    asked = [(f"--{key.replace('_', '-')} {value:g}", key, value) for key, value in (flags.get("sampling") or {}).items() if value is not None]
+    asked += [(f"--set sampling.{key}={value}", key, value) for key, value in (overrides.get("sampling") or {}).items()]
+    asked = [a for a in asked if a[1] in ("fps", "frame_stride")] + ([("--all-frames", "fps", 0)] if args.all_frames else [])
+    every = [a[0] for a in asked if a[1] == "fps" and a[2] == 0]
+    others = [a[0] for a in asked if a[2] is not None and not (a[1] == "fps" and a[2] == 0)]
+    if every and others:
+        raise ValueError(f"{every[0]} keeps every frame: give it without {' or '.join(others)}")
     if args.all_frames:
         set_dotted(flags, "sampling.fps", None)
         set_dotted(flags, "sampling.frame_stride", None)
-    if flags.get("sampling", {}).get("fps") == 0 and flags["sampling"].get("frame_stride") is not None:
-        raise ValueError("--fps 0 keeps every frame: give it without --frame-stride")
     layers += [overrides, flags]
     for layer in layers:  # a rate or a stride given in a layer replaces the other of the layers below
         sampling = layer.get("sampling") if isinstance(layer.get("sampling"), dict) else {}

@@ -60,9 +60,10 @@ class _DropMessage(logging.Filter):
         return self.fragment not in record.getMessage()
 
 
-def quiet_libraries(verbose: bool = False, *, models: bool = True) -> None:
+def quiet_libraries(verbose: bool = False, *, models: bool = True, progress: bool = True) -> None:
     """Silence other libraries' chatter for this process and the Ray workers it starts (module doc); ``models``:
-    also transformers' and diffusers' bars (imports both, so a command that loads no model passes False)."""
+    also transformers' and diffusers' bars (imports both, so a command that loads no model passes False);
+    ``progress=False`` (``--no-progress``): no download bars either."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # a network request at import: never wanted
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"
     if verbose:
@@ -85,7 +86,8 @@ def quiet_libraries(verbose: bool = False, *, models: bool = True) -> None:
         return
     transformers_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     diffusers_logging.disable_progress_bar()
-    enable_progress_bars()  # transformers' switch also turns off the hub's download bars: keep those
+    if progress and os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() not in ("1", "ON", "YES", "TRUE"):
+        enable_progress_bars()  # transformers' switch also turns off the hub's download bars: keep those
 
 
 _fd2_lock = threading.RLock()  # file descriptor 2 is the process's: one capture at a time

@@ -165,7 +165,8 @@ def test_every_frame_by_flag_and_the_rate_a_preset_sets_gives_way_to_a_stride(tm
     assert pd.read_parquet(tmp_path / "d" / "carphone" / "keypoints.parquet")["frame"].tolist() == [0, 3, 6]
     for flags, words in ((("--all-frames", "--fps", "8"), "--all-frames keeps every frame: give it without --fps"),
                          (("--all-frames", "--set", "sampling.frame_stride=2"), "without --set sampling.frame_stride"),
-                         (("--fps", "0", "--frame-stride", "2"), "--fps 0 keeps every frame: give it without --frame-stride")):  # fmt: skip
+                         (("--fps", "0", "--frame-stride", "2"), "--fps 0 keeps every frame: give it without --frame-stride 2"),
+                         (("--set", "sampling.fps=0", "--set", "sampling.frame_stride=2"), "without --set sampling.frame_stride=2")):  # fmt: skip
         proc = run(str(CARPHONE), "--output", str(tmp_path / "e"), *flags)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -118,7 +118,7 @@ def test_a_release_folder_never_unpickles_its_other_files(release, tmp_path, cap
     assert not marker.exists()
     # a model file that is itself a pickle with code in it is refused, not run, in one line without torch's advice
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Trap(str(marker))}))
-    with pytest.raises(ValueError, match=r"pytorch_model\.bin: not a readable PyTorch state dict: it holds objects other than tensors"):
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: not a readable PyTorch state dict: weights-only loading refused it"):
         load_video_unet(unet_of(release["base"]), folder)
     code = generate_main(["--base", str(release["base"]), "--video-layers", str(folder), "--pose", str(CARPHONE), "--prompt", "a",
                           "--output", str(tmp_path / "o.mp4")])  # fmt: skip
@@ -168,10 +168,30 @@ def test_this_projects_own_folders_are_not_taken_for_the_release(release, tmp_pa
 def test_the_checkpoints_parent_takes_the_latest_checkpoint_with_weights(release, tmp_path):
     _, _, older = released_model(release["base"], seed=40)
     save_like_official_training(older, tmp_path / "checkpoint-500")
-    save_like_official_training(release["state"], tmp_path / "checkpoint-1000")
+    save_like_official_training(release["state"], tmp_path / "followyourpose-checkpoint-1000-final")
     (tmp_path / "checkpoint-2000").mkdir()  # an interrupted save: no weights
+    (tmp_path / "notes").mkdir()
     model, _ = load_video_unet(unet_of(release["base"]), tmp_path)
     assert same_weights(model.unet, release["model"].unet)
+    assert model.weights_file == str(tmp_path / "followyourpose-checkpoint-1000-final" / "model.safetensors")
+
+
+def test_wrong_files_are_named_for_what_they_are(release, tmp_path):
+    lfs = tmp_path / "followyourpose_checkpoint-1000" / "pytorch_model.bin"  # a clone without git-lfs
+    lfs.parent.mkdir()
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 3438366373\n")
+    with pytest.raises(ValueError, match="pytorch_model.bin: a Git LFS pointer, not the weights"):
+        load_video_unet(unet_of(release["base"]), lfs.parent)
+    (tmp_path / "page.pth").write_text("<html><body>Not found</body></html>")
+    with pytest.raises(ValueError, match=r"page\.pth: not a readable PyTorch state dict") as refused:
+        load_pose_encoder(tmp_path / "page.pth")
+    assert "tensors only" not in str(refused.value)  # garbage is not reported as a planted object
+    (tmp_path / "code.pth").write_bytes(pickle.dumps({"w": Trap(str(tmp_path / "ran"))}, protocol=2))
+    with pytest.raises(ValueError, match=r"holds objects other than tensors, which weights-only loading refuses \(Unsupported global"):
+        load_pose_encoder(tmp_path / "code.pth")
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(ValueError, match="a Stable Diffusion folder .* give it as --base"):
+        load_video_unet(unet_of(release["base"]), release["base"])
 
 
 def test_the_official_pose_encoder_records_the_mmpose_style(release, tmp_path):
