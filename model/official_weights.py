@@ -161,6 +161,8 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
     """One weights file (safetensors, or a PyTorch pickle read with ``weights_only=True``) as a dict of tensors;
     ValueError naming the file when it cannot be read or holds anything else."""
     file = Path(file)
+    if _is_lfs_pointer(file):
+        raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)")
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -171,8 +173,6 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore")
                 state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # weights-only loading refused the file's pickle
-        if _is_lfs_pointer(file):
-            raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)") from None
         found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(err))
         if found and found.group(1).startswith("global"):  # a class or function the pickle would call: code, not tensors
             raise ValueError(
@@ -184,8 +184,6 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{found.group(0) if found else 'not a pickle'}): not a PyTorch file, a damaged one, or one holding more than tensors"
         ) from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
-        if _is_lfs_pointer(file):
-            raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(f"{file}: not a readable PyTorch state dict ({type(err).__name__}: {first})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
