@@ -64,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(args.verbose, progress=not args.no_progress)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     from model.clip_metrics import ClipModelLoadError
     from model.generate_cli import one_line
     from pose_data.pose_estimator import PoseModelLoadError

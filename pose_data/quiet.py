@@ -5,7 +5,8 @@ Every command calls :func:`quiet_libraries` first (``--verbose`` turns it off). 
 - albumentations' update check (a PyPI request at import, and its warning): ``NO_ALBUMENTATIONS_UPDATE=1``, always;
 - transformers' and diffusers' per-load bars ("Loading weights", "Writing model shards") and their info and warning
   logs below ERROR (the hub's download bars stay: a multi-GB first download should show progress);
-- the hub's retry warnings when offline (``HF_HUB_VERBOSITY=error``);
+- the hub's retry warnings when offline (``HF_HUB_VERBOSITY=error``, and its logger at ERROR);
+- accelerate's info lines (one per checkpoint file); its warnings stay;
 - setuptools' ``pkg_resources`` deprecation warning that mmengine triggers at import;
 - Ray's note that token authentication is on (the default; the warning that it is *off* still shows);
 - MediaPipe's and TF Lite's native lines ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires
@@ -73,8 +74,9 @@ def quiet_libraries(verbose: bool = False, *, models: bool = True, progress: boo
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*local_dir_use_symlinks.*")  # diffusers passes a retired hub argument
-    for name in ("accelerate", "diffusers", "transformers"):
+    for name in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the progress; its warnings stay
     logging.getLogger(RAY_AUTH_LOGGER).addFilter(_DropMessage("Token authentication is enabled"))
     if not models:
         return
