@@ -4,15 +4,18 @@ Layout::
 
     DIR/<name>/skeleton.mp4        the skeletons, one per sampled frame, at the sampled rate, the video's
                                    (upright) size; its comment tag records the skeleton style
-    DIR/<name>/keypoints.parquet   one row per sampled frame (pose_data.pose_sequence); written last, so its
-                                   presence marks the video done
+    DIR/<name>/keypoints.parquet   one row per sampled frame (pose_data.pose_sequence); records the source
+                                   file (size, mtime, head hash) and the settings a re-run compares
     DIR/manifest.json              config, versions, every video's status / error / counts / timings
 
-``<name>`` is the video's file name without its extension. Videos run one after the other in this
-process with one pose model (a driving video is short next to a dataset; a cluster is not needed).
-A missing or undecodable video becomes a ``failed`` entry naming the reason and the others still run.
-Re-running the same command skips the videos already done with the same settings (``--overwrite``
-starts again).
+``<name>`` is the video's file name without its extension, made safe (:mod:`pose_data.extract_poses_output`:
+never DIR itself or outside it, never hidden; a non-UTF-8 name escaped) and recorded in the manifest. A video's two
+files are written into a hidden temp folder renamed into place when both are there, so a killed or failed video
+leaves no half result. Videos run one after the other in this process with one pose model (a driving video is short
+next to a dataset; a cluster is not needed). A missing or undecodable video becomes a ``failed`` entry naming the
+reason and the others still run. Re-running the same command skips the videos already done from the same file (its
+size, mtime and head) with the same settings and redoes the others; ``--overwrite`` deletes what extract-poses wrote
+in DIR (its video folders and manifest; never the videos or anything else there) and starts again.
 """
 
 from __future__ import annotations
@@ -27,10 +30,26 @@ from tqdm import tqdm
 from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
 from pose_data.extract_poses_config import ExtractPosesConfig
+from pose_data.extract_poses_output import (
+    COMMAND,
+    KEYPOINTS_FILE,
+    MANIFEST_FILE,
+    SKELETON_FILE,
+    SKELETON_VIDEO_FORMAT,
+    check_manifest,
+    check_replaceable,
+    move_into_place,
+    new_video_folder,
+    remove_outputs,
+    source_stamp,
+    sweep_temp_folders,
+    video_folder_name,
+)
 from pose_data.frame_sampling import RateSampler
 from pose_data.manifest import package_versions
 from pose_data.pose_sequence import extract_pose_sequence, read_pose_sequence
-from pose_data.run_lock import LOCK_NAME, lock_output
+from pose_data.run_lock import lock_output
+from pose_data.utf8_text import utf8_text
 from pose_data.video_decode import VideoDecodeError, probe_video
 from pose_data.video_writer import Mp4Writer
 
@@ -39,13 +58,14 @@ DONE, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 
 def video_names(videos: list[str]) -> dict[str, Path]:
-    """name -> path; ValueError when two inputs would write the same folder."""
+    """folder name -> path (:func:`video_folder_name`); ValueError when two inputs would write the same folder."""
     names: dict[str, Path] = {}
     for video in videos:
         path = Path(video)
-        name = path.stem
+        name = video_folder_name(path)
         if name in names and names[name].resolve() != path.resolve():
-            raise ValueError(f"{names[name]} and {path} would both write <output>/{name}/: rename one of them")
+            raise ValueError(f"{utf8_text(str(names[name]))} and {utf8_text(str(path))} would both write <output>/{name}/: "
+                             "rename one of them")  # fmt: skip
         names[name] = path
     return names
 
@@ -56,19 +76,19 @@ def extract_poses(videos: list[str], output: str, cfg: ExtractPosesConfig, *, ov
     cfg.validate()
     if not videos:
         raise ValueError("no video given")
+    names = video_names(videos)  # before anything in DIR changes
     out = Path(output)
-    with lock_output(out, "pose-data extract-poses"):
-        if overwrite:
-            for child in out.iterdir():  # everything but the lock this run holds
-                if child.is_dir():
-                    shutil.rmtree(child)
-                elif child.name != LOCK_NAME:
-                    child.unlink()
-        return _extract_all(videos, out, cfg, progress)
+    with lock_output(out, COMMAND):
+        check_manifest(out)
+        sweep_temp_folders(out)
+        if overwrite:  # what extract-poses wrote, nothing else (the lock this run holds stays)
+            removed = remove_outputs(out)
+            log.info("--overwrite: removed %d video folder(s)%s from %s", len(removed) - (MANIFEST_FILE in removed),
+                     f" and {MANIFEST_FILE}" if MANIFEST_FILE in removed else "", utf8_text(str(out)))  # fmt: skip
+        return _extract_all(names, out, cfg, progress)
 
 
-def _extract_all(videos: list[str], out: Path, cfg: ExtractPosesConfig, progress: bool) -> dict:
-    names = video_names(videos)
+def _extract_all(names: dict[str, Path], out: Path, cfg: ExtractPosesConfig, progress: bool) -> dict:
     settings = to_dict(cfg)
     started = time.time()
     estimator = None
@@ -76,58 +96,83 @@ def _extract_all(videos: list[str], out: Path, cfg: ExtractPosesConfig, progress
     try:
         for name, path in names.items():
             folder = out / name
-            entry = {"name": name, "source": str(path), "output": str(folder)}
-            done = _done_info(folder, path, settings)
+            source = utf8_text(str(path))  # what the manifest, the keypoints and the skeleton video record
+            entry = {"name": name, "source": source, "output": utf8_text(str(folder))}
+            if not path.is_file():  # before the model loads: a run of only missing files loads none
+                log.error("%s: no such file", source)
+                entries.append({**entry, "status": FAILED, "error": "no such file"})
+                continue
+            try:
+                stamp = source_stamp(path)
+                done = _done_info(folder, source, stamp, settings)
+                if done is None:
+                    check_replaceable(folder)  # before the model loads too
+            except (ValueError, OSError) as err:
+                log.error("%s: %s", source, utf8_text(str(err)))
+                entries.append({**entry, "status": FAILED, "error": utf8_text(str(err))})
+                continue
             if done is not None:
                 entries.append({**entry, "status": SKIPPED, **_summary(done)})
-                continue
-            if not path.is_file():  # before the model loads: a run of only missing files loads none
-                log.error("%s: no such file", path)
-                entries.append({**entry, "status": FAILED, "error": "no such file"})
                 continue
             if estimator is None:  # PoseModelLoadError: one line, and the run stops
                 from pose_data.pose_estimator import load_pose_estimator
 
                 estimator = load_pose_estimator(cfg.pose)
+            built = new_video_folder(out)  # renamed to `folder` once both files are there; removed otherwise
             try:
-                info = _extract_one(path, folder, estimator, cfg, settings, progress)
+                info = _extract_one(path, built, estimator, cfg, settings, source, stamp, progress)
+                _warn_if_replacing_another_source(folder, source)
+                move_into_place(built, folder)
                 entries.append({**entry, "status": DONE, **_summary(info)})
             except Exception as err:  # noqa: BLE001 - one video's failure is its entry; the others still run
-                reason = err.reason if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}"
-                log.error("%s: %s", path, reason)
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()  # nothing was written for it
+                reason = utf8_text(err.reason if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}")
+                log.error("%s: %s", source, reason)
                 entries.append({**entry, "status": FAILED, "error": reason})
+            finally:
+                if built.exists():
+                    shutil.rmtree(built)
     finally:
         if estimator is not None:
             estimator.close()
     counts = {s: sum(e["status"] == s for e in entries) for s in (DONE, SKIPPED, FAILED)}
     manifest = {
-        "command": "pose-data extract-poses",
+        "command": COMMAND,
         "config": settings,
         "versions": package_versions(),
         "counts": counts,
         "videos": entries,
         "seconds": round(time.time() - started, 3),
     }
-    write_json_atomic(out / "manifest.json", manifest)
+    write_json_atomic(out / MANIFEST_FILE, manifest)
     return manifest
 
 
 def _summary(info: dict) -> dict:
-    return {k: info.get(k) for k in ("frames", "sampled_fps", "counts", "decode_errors", "seconds")}
+    return {k: info.get(k) for k in ("frames", "sampled_fps", "counts", "decode_errors", "seconds", "source_file")}
 
 
-def _done_info(folder: Path, source: Path, settings: dict) -> dict | None:
-    """The recorded info when the video was extracted before from the same file with the same settings, else None."""
-    keypoints = folder / "keypoints.parquet"
-    if not (keypoints.is_file() and (folder / "skeleton.mp4").is_file()):
+def _done_info(folder: Path, source: str, stamp: dict, settings: dict) -> dict | None:
+    """The recorded info when the video was extracted before from the same path, with the file there unchanged (size,
+    mtime, head: :func:`source_stamp`) and the same settings; else None."""
+    keypoints = folder / KEYPOINTS_FILE
+    if not (keypoints.is_file() and (folder / SKELETON_FILE).is_file()):
         return None
     try:
         info = read_pose_sequence(keypoints).info
     except (ValueError, OSError):
         return None
-    return info if info.get("source") == str(source) and info.get("settings") == settings else None
+    same = info.get("source") == source and info.get("source_file") == stamp and info.get("settings") == settings
+    return info if same else None
+
+
+def _warn_if_replacing_another_source(folder: Path, source: str) -> None:
+    """A folder made from another file (``a.mov`` after ``a.mp4`` of an earlier run) is replaced, said in a warning."""
+    try:
+        before = read_pose_sequence(folder / KEYPOINTS_FILE).info.get("source")
+    except (ValueError, OSError):
+        return
+    if before is not None and before != source:
+        log.warning("%s held the poses of %s; now those of %s", utf8_text(str(folder)), before, source)
 
 
 def _skeleton_fps(path: Path, cfg: ExtractPosesConfig) -> float:
@@ -138,17 +183,23 @@ def _skeleton_fps(path: Path, cfg: ExtractPosesConfig) -> float:
     return header / (cfg.sampling.frame_stride or 1)
 
 
-def _extract_one(path: Path, folder: Path, estimator, cfg: ExtractPosesConfig, settings: dict, progress: bool) -> dict:
+def _extract_one(path: Path, folder: Path, estimator, cfg: ExtractPosesConfig, settings: dict, source: str, stamp: dict,
+                 progress: bool) -> dict:  # fmt: skip
+    """Write the video's ``skeleton.mp4`` and ``keypoints.parquet`` into ``folder``; returns the recorded info."""
     fps = _skeleton_fps(path, cfg)
-    comment = {"format": "fyp-skeleton-video", "skeleton_style": cfg.skeleton_style, "source": str(path)}
-    with tqdm(desc=path.name, unit="frame", disable=not progress, leave=False) as bar, \
-            Mp4Writer(folder / "skeleton.mp4", fps, crf=cfg.crf, comment=comment) as writer:  # fmt: skip
+    comment = {"format": SKELETON_VIDEO_FORMAT, "skeleton_style": cfg.skeleton_style, "source": source}
+    with tqdm(desc=utf8_text(path.name), unit="frame", disable=not progress, leave=False) as bar, \
+            Mp4Writer(folder / SKELETON_FILE, fps, crf=cfg.crf, comment=comment) as writer:  # fmt: skip
         sequence = extract_pose_sequence(
             path, estimator, filter_cfg=cfg.filter, min_keypoint_score=cfg.min_keypoint_score,
             skeleton_style=cfg.skeleton_style, sampling=cfg.sampling, batch_size=cfg.pose.batch_size,
             on_skeleton=writer.add, progress=bar.update,
         )  # fmt: skip
+    if not (folder / SKELETON_FILE).is_file():
+        raise VideoDecodeError("no frame was sampled, so there is no skeleton video")
+    sequence.info["source"] = source
+    sequence.info["source_file"] = stamp
     sequence.info["settings"] = settings
     sequence.info["skeleton_video_fps"] = fps
-    sequence.save(folder / "keypoints.parquet")
+    sequence.save(folder / KEYPOINTS_FILE)
     return sequence.info

@@ -4,8 +4,11 @@ H.264 writing; frame sampling by rate and stride; bad videos named while the oth
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -218,3 +221,176 @@ def test_a_pose_model_that_cannot_load_is_one_line_and_missing_videos_load_none(
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "the pose model could not be loaded (mmpose detector rtmdet-tiny" in errors[0]
     assert "HTTP Error 404" in errors[0] and weights in errors[0] and "--pose-backend mediapipe" in errors[0]
+
+
+def copy_of_carphone(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(CARPHONE.read_bytes())
+    return path
+
+
+def half_results(out: Path) -> list[str]:
+    """Folders under ``out`` holding one of extract-poses' two files without the other."""
+    return [p.name for p in out.iterdir() if p.is_dir() and (p / "skeleton.mp4").exists() != (p / "keypoints.parquet").exists()]
+
+
+def test_overwrite_deletes_only_what_extract_poses_wrote(tmp_path):
+    """Issue 18 item 2: --overwrite deleted everything in --output, the input video included. Now it deletes only
+    extract-poses' own video folders and manifest; a folder of another command is refused whole."""
+    out = tmp_path / "o"
+    video = copy_of_carphone(out / "carphone.mp4")  # the input lives in DIR itself
+    walk = copy_of_carphone(tmp_path / "walk.mp4")
+    first = run(str(video), str(walk), "--output", str(out), "--config", "tiny", "--max-frames", "3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (out / "notes.txt").write_text("mine\n")
+    (out / "photos").mkdir()
+    (out / "photos" / "keep.txt").write_text("mine too\n")
+    (out / "empty").mkdir()
+    copy_of_carphone(out / "clip" / "clip.mp4")  # a video in the folder its poses would go to
+    (out / "walk" / "my_notes.txt").write_text("written into an output folder by hand\n")
+
+    again = run(str(video), str(out / "clip" / "clip.mp4"), "--output", str(out), "--config", "tiny", "--max-frames", "2",
+                "--overwrite")  # fmt: skip
+    assert video.is_file() and video.read_bytes() == CARPHONE.read_bytes(), "--overwrite deleted the input video"
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "photos" / "keep.txt").is_file() and (out / "empty").is_dir()
+    assert (out / "clip" / "clip.mp4").read_bytes() == CARPHONE.read_bytes() and sorted(os.listdir(out / "clip")) == ["clip.mp4"]
+    assert sorted(os.listdir(out / "walk")) == ["keypoints.parquet", "my_notes.txt", "skeleton.mp4"]  # not only ours: kept
+    assert len(pd.read_parquet(out / "carphone" / "keypoints.parquet")) == 2  # redone with the new settings
+    error = [line for line in again.stderr.splitlines() if line.startswith("pose-data extract-poses: error:")][0]
+    assert f"{out / 'clip'} holds files pose-data extract-poses did not write (clip.mp4)" in error and "another --output" in error
+    entries = {e["name"]: e for e in json.loads((out / "manifest.json").read_text())["videos"]}
+    assert entries["carphone"]["status"] == "ok" and entries["clip"]["status"] == "failed"
+
+    # a video folder of an earlier run that holds only extract-poses' files goes; the rest of DIR stays
+    (out / "walk" / "my_notes.txt").unlink()
+    third = run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "2", "--overwrite")
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert sorted(os.listdir(out)) == [".lock", "carphone", "carphone.mp4", "clip", "empty", "manifest.json", "notes.txt", "photos"]
+
+    # the folder of another command: its manifest is never overwritten, with or without --overwrite
+    laion = tmp_path / "laion"
+    laion.mkdir()
+    (laion / "manifest.json").write_text(json.dumps({"command": "pose-data build-laion-pose"}))
+    (laion / "shards").mkdir()
+    for flags in ((), ("--overwrite",)):
+        proc = run(str(CARPHONE), "--output", str(laion), "--config", "tiny", "--max-frames", "2", *flags)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"{laion / 'manifest.json'} is written by pose-data build-laion-pose; use another --output" in proc.stderr
+    assert sorted(os.listdir(laion)) == [".lock", "manifest.json", "shards"]
+    assert json.loads((laion / "manifest.json").read_text()) == {"command": "pose-data build-laion-pose"}
+
+
+def test_dotted_names_stay_inside_output_and_colliding_names_are_refused(tmp_path):
+    """Issue 18 item 5: ``...mp4`` wrote into DIR's parent and ``..mp4`` into DIR itself. Folder names are made safe
+    (leading dots -> ``_``, the manifest's own name avoided) and recorded in the manifest."""
+    work = tmp_path / "work"
+    videos = [copy_of_carphone(tmp_path / "in" / name) for name in ("...mp4", "..mp4", ".hidden.mp4", "manifest.json.mp4")]
+    out = work / "o"
+    proc = run(*map(str, videos), "--output", str(out), "--config", "tiny", "--max-frames", "2")
+    assert os.listdir(work) == ["o"], "written outside --output"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == [".lock", "_", "__", "_hidden", "manifest.json", "manifest.json_"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {e["name"]: e["source"] for e in manifest["videos"]} == {
+        "__": str(videos[0]), "_": str(videos[1]), "_hidden": str(videos[2]), "manifest.json_": str(videos[3])}  # fmt: skip
+    for entry in manifest["videos"]:
+        assert entry["status"] == "ok" and entry["output"] == str(out / entry["name"])
+        assert sorted(os.listdir(out / entry["name"])) == ["keypoints.parquet", "skeleton.mp4"]
+        assert read_pose_sequence(out / entry["name"] / "keypoints.parquet").info["source"] == entry["source"]
+        assert read_video_comment(out / entry["name"] / "skeleton.mp4")["source"] == entry["source"]
+
+    # two videos that would share a folder: a.mp4 and a.mov, .b.mp4 and _b.mp4; refused before DIR is touched
+    for pair in (("a.mp4", "a.mov"), (".b.mp4", "_b.mp4")):
+        first, second = (copy_of_carphone(tmp_path / "in" / name) for name in pair)
+        proc = run(str(first), str(second), "--output", str(tmp_path / "pair"), "--config", "tiny")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"{first} and {second} would both write <output>/{pair[1][:-4]}/: rename one of them" in proc.stderr
+        assert not (tmp_path / "pair").exists()
+
+
+def test_a_video_changed_at_the_same_path_is_redone(tmp_path):
+    """Issue 18 item 11: a re-run reused the output of a video that had changed at the same path. The keypoints
+    record the file's size, mtime and the hash of its head; any of them changed and the video is redone."""
+    video = copy_of_carphone(tmp_path / "clip.mp4")
+    out = tmp_path / "o"
+    assert run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3").returncode == 0
+    unchanged = run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3")
+    assert unchanged.returncode == 0 and "(skipped)" in unchanged.stdout
+
+    with Mp4Writer(video, 10) as writer:  # another video under the same name
+        for i in range(6):
+            writer.add(np.full((96, 128, 3), 60 + 10 * i, np.uint8))
+    changed = run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3")
+    assert changed.returncode == 0 and "(ok)" in changed.stdout, changed.stdout + changed.stderr[-2000:]
+    table = pd.read_parquet(out / "clip" / "keypoints.parquet")
+    assert (table["width"] == 128).all() and (table["status"] == "no_person").all()
+    assert decode(out / "clip" / "skeleton.mp4")[0][0].shape == (96, 128, 3)
+    stamp = read_pose_sequence(out / "clip" / "keypoints.parquet").info["source_file"]
+    assert stamp["bytes"] == video.stat().st_size and stamp["mtime_ns"] == video.stat().st_mtime_ns
+
+    # the same size and mtime, one byte of the head different (the handler name in the header): redone too
+    copy_of_carphone(video)
+    assert run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3").returncode == 0
+    before = video.stat()
+    data = CARPHONE.read_bytes()
+    assert data.count(b"VideoHandler") == 1
+    video.write_bytes(data.replace(b"VideoHandler", b"VideoHandleR"))
+    os.utime(video, ns=(before.st_atime_ns, before.st_mtime_ns))
+    edited = run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3")
+    assert edited.returncode == 0 and "(ok)" in edited.stdout, edited.stdout + edited.stderr[-2000:]
+    assert json.loads((out / "manifest.json").read_text())["videos"][0]["source_file"]["bytes"] == before.st_size
+
+
+def test_a_non_utf8_file_name_is_stored_escaped_and_never_half_written(tmp_path):
+    """Issue 18 item 13: a file name that is not UTF-8 failed in pyarrow and left skeleton.mp4 without
+    keypoints.parquet. Its name is stored escaped (``caf\\udce9``, as fyp-eval stores it), folder name too."""
+    video = copy_of_carphone(tmp_path / os.fsdecode(b"caf\xe9.mp4"))
+    out = tmp_path / "o"
+    proc = run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3")
+    assert half_results(out) == []
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    escaped = str(tmp_path / "caf\\udce9.mp4")  # a backslash and the letters udce9
+    assert f"{escaped}: 3 frames at 8 fps -> {out}/caf\\udce9 (ok)" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_bytes().decode("utf-8"))
+    assert manifest["videos"][0]["name"] == "caf\\udce9" and manifest["videos"][0]["source"] == escaped
+    sequence = read_pose_sequence(out / "caf\\udce9" / "keypoints.parquet")
+    assert sequence.info["source"] == escaped and len(sequence.table) == 3
+    assert read_video_comment(out / "caf\\udce9" / "skeleton.mp4")["source"] == escaped
+    again = run(str(video), "--output", str(out), "--config", "tiny", "--max-frames", "3")
+    assert again.returncode == 0 and "(skipped)" in again.stdout
+
+
+def test_a_killed_run_leaves_no_half_video_folder(tmp_path):
+    """Issue 18 item 13: a video's files are written into a hidden temp folder renamed into place when both are
+    there; a run killed while it writes leaves no ``DIR/<name>/``, and the next run sweeps the temp folder."""
+    out = tmp_path / "o"
+    proc = subprocess.Popen([str(BIN), "extract-poses", str(CARPHONE), "--output", str(out), "--config", "tiny", "--all-frames",
+                             "--batch-size", "1", "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("**/.skeleton.mp4.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # some frames in
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # no video folder, no manifest
+    rerun = run(str(CARPHONE), "--output", str(out), "--config", "tiny", "--max-frames", "2")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert sorted(os.listdir(out)) == [".lock", "carphone", "manifest.json"]
+    assert sorted(os.listdir(out / "carphone")) == ["keypoints.parquet", "skeleton.mp4"]
+
+
+def test_video_folder_names_are_safe_and_short_enough():
+    from pose_data.extract_poses_output import video_folder_name
+
+    cases = {"...mp4": "__", "..mp4": "_", ".mp4": "_mp4", ".clip.mov": "_clip", "a.b.mp4": "a.b", "manifest.json.mp4": "manifest.json_",
+             "dir/dance.mp4": "dance", os.fsdecode(b"caf\xe9.mp4"): "caf\\udce9"}  # fmt: skip
+    assert {video: video_folder_name(video) for video in cases} == cases
+    long_a, long_b = os.fsdecode(b"\xff" * 240 + b"a.mp4"), os.fsdecode(b"\xff" * 240 + b"b.mp4")  # 1,441 characters escaped
+    name_a, name_b = video_folder_name(long_a), video_folder_name(long_b)
+    assert len(name_a.encode()) <= 200 and name_a.startswith("\\udcff\\udcff") and name_a != name_b
