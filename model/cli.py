@@ -16,12 +16,18 @@ def build_parser() -> argparse.ArgumentParser:
     s1.add_argument("--config", default="stage1", help="preset (stage1, stage1-tiny) or YAML file")
     s1.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. max_steps=100 data.shards=DIR")
     s1.add_argument("--resume", default=None, help="latest, or a checkpoint folder")
+    s1.add_argument("--overwrite", action="store_true",
+                    help="delete the earlier run's outputs in output_dir (checkpoints/, config.json, summary.json, logs/, "
+                         "validation/, pose_encoder/; nothing else) and start again")  # fmt: skip
     s1.add_argument("--init-pose-encoder", default=None, metavar="PATH",
                     help="a PoseEncoder or diffusers T2IAdapter folder, or the official pose_encoder.pth")  # fmt: skip
     s2 = sub.add_parser("stage2", help="train the video layers on HD-VILA clip shards over a frozen SD 1.x")
     s2.add_argument("--config", default="stage2", help="preset (stage2, stage2-tiny) or YAML file")
     s2.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. max_steps=100 data.clips=DIR")
     s2.add_argument("--resume", default=None, help="latest, or a checkpoint folder")
+    s2.add_argument("--overwrite", action="store_true",
+                    help="delete the earlier run's outputs in output_dir (checkpoints/, config.json, summary.json, logs/, "
+                         "validation/, video_layers/; nothing else) and start again")  # fmt: skip
     s2.add_argument("--init-video-layers", default=None, metavar="PATH",
                     help="continue from a video_layers/ folder or the official stage-2 release")  # fmt: skip
     tiny = sub.add_parser("make-tiny-base", help="write a tiny random SD 1.x-layout model (offline tests and demo)")
@@ -48,7 +54,7 @@ def stage_config(args: argparse.Namespace):
         from model.stage2_config import preset_or_file
 
         named = {"model.init_video_layers": args.init_video_layers}
-    flags: dict = {}
+    flags: dict = {"overwrite": True} if args.overwrite else {}
     for key, value in {"resume": args.resume, **named}.items():
         if value is not None:
             set_dotted(flags, key, value)

@@ -30,7 +30,7 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,17 +161,52 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
     """One weights file (safetensors, or a PyTorch pickle read with ``weights_only=True``) as a dict of tensors;
     ValueError naming the file when it cannot be read or holds anything else."""
     file = Path(file)
+    if file.suffix == ".safetensors":
+        state = read_safetensors(file)
+    else:
+        state = load_weights_only(file)
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{file} holds a {type(state).__name__}, not a state dict of named tensors")
+    return dict(state)
+
+
+def read_safetensors(file: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; ValueError naming the file when it is missing, cut, empty or not
+    safetensors (the library's own error is not a ValueError)."""
+    file = Path(file)
+    if _is_lfs_pointer(file):
+        raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)")
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file), device=device)
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: a bad input, named in one line
+        raise ValueError(f"{file}: not a readable safetensors file ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def check_safetensors_header(file: str | os.PathLike) -> None:
+    """ValueError naming ``file`` unless it is a safetensors file whose header and size agree (a cut, empty or garbage
+    file fails here, without reading its tensors)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            handle.keys()
+    except Exception as err:  # noqa: BLE001 - SafetensorError is not a ValueError: a bad input, named in one line
+        raise ValueError(f"{file}: not a readable safetensors file ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def load_weights_only(file: str | os.PathLike, safe_globals: Sequence = ()) -> object:
+    """``torch.load(file, weights_only=True)`` on the CPU: tensors and plain Python values, plus exactly the classes in
+    ``safe_globals``; anything else in the pickle (a class or function it would call: code) is refused, not run.
+    ValueError naming the file for a refused, damaged or missing file."""
+    file = Path(file)
     if _is_lfs_pointer(file):
         raise ValueError(f"{file}: a Git LFS pointer, not the weights: fetch the file itself (git lfs pull, or download it)")
     try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(file))
-        else:
-            with warnings.catch_warnings():  # torch's note on the pickle protocol of a file it then refuses
-                warnings.simplefilter("ignore")
-                state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(safe_globals)):
+            warnings.simplefilter("ignore")  # torch's note on the pickle protocol of a file it then refuses
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # weights-only loading refused the file's pickle
         found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(err))
         if found and found.group(1).startswith("global"):  # a class or function the pickle would call: code, not tensors
@@ -184,11 +219,12 @@ def read_weights_file(file: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{found.group(0) if found else 'not a pickle'}): not a PyTorch file, a damaged one, or one holding more than tensors"
         ) from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is a bad input, named in one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"{file}: not a readable PyTorch state dict ({type(err).__name__}: {first})") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ValueError(f"{file} holds a {type(state).__name__}, not a state dict of named tensors")
-    return dict(state)
+        raise ValueError(f"{file}: not a readable PyTorch state dict ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _is_lfs_pointer(file: Path) -> bool:

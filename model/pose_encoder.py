@@ -32,7 +32,7 @@ from diffusers.models.adapter import FullAdapter
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from model.official_weights import read_weights_file, strip_ddp_prefix
+from model.official_weights import check_safetensors_header, read_weights_file, strip_ddp_prefix
 
 # Key names of the official checkpoint (T2I-Adapter's original ``Adapter``, which Follow Your Pose copies):
 # ``conv_in.{weight,bias}`` and ``body.{k}.{in_conv,block1,block2}.{weight,bias}`` with one flat index
@@ -43,6 +43,50 @@ _OFFICIAL_CONV_IN_KEY = re.compile(r"^conv_in\.(weight|bias)$")
 OFFICIAL_SKELETON_STYLE = "mmpose"
 #: The official release's file name for the stage-1 encoder (``checkpoints/pose_encoder.pth``).
 OFFICIAL_FILE_NAME = "pose_encoder.pth"
+#: Bounds on the sizes a config (a file) may ask for, checked before anything is allocated. The official encoder:
+#: 3 input channels, downscale 8, levels (320, 640, 1280, 1280), 2 residual blocks, about 77M parameters.
+MAX_IN_CHANNELS = 16
+MAX_DOWNSCALE_FACTOR = 64
+MAX_LEVELS = 8
+MAX_CHANNELS = 4096
+MAX_RES_BLOCKS = 8
+MAX_PARAMETERS = 1_000_000_000  # 4 GB in fp32
+
+
+def parameter_count(in_channels: int, channels: Sequence[int], num_res_blocks: int, downscale_factor: int) -> int:
+    """The parameters of a :class:`PoseEncoder` of these sizes, counted without building it: ``conv_in`` (3x3 on the
+    unshuffled pose), per level an ``in_conv`` (1x1, on a channel change) and residual blocks (3x3 and 1x1 convs),
+    and the 1x1 output convs."""
+    total = channels[0] * in_channels * downscale_factor**2 * 9 + channels[0]
+    for level, c in enumerate(channels):
+        before = channels[level - 1] if level else channels[0]
+        total += before * c + c if before != c else 0
+        total += num_res_blocks * (c * c * 9 + c + c * c + c) + c * c + c
+    return total
+
+
+def check_sizes(in_channels, channels, num_res_blocks, downscale_factor, where: str = "PoseEncoder") -> None:
+    """ValueError naming ``where`` and the key unless every size is an integer (not a bool or a string) within its
+    bound and the whole encoder stays under :data:`MAX_PARAMETERS`."""
+
+    def integer(value, low: int, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    for key, value, high in (("in_channels", in_channels, MAX_IN_CHANNELS), ("num_res_blocks", num_res_blocks, MAX_RES_BLOCKS),
+                             ("downscale_factor", downscale_factor, MAX_DOWNSCALE_FACTOR)):  # fmt: skip
+        if not integer(value, 1, high):
+            raise ValueError(f"{where}: {key} must be an integer from 1 to {high}, got {value!r}")
+    if not isinstance(channels, (list, tuple)) or not 1 <= len(channels) <= MAX_LEVELS or not all(integer(c, 1, MAX_CHANNELS) for c in channels):
+        raise ValueError(
+            f"{where}: channels must be a list of 1 to {MAX_LEVELS} integers from 1 to {MAX_CHANNELS} (one per UNet down "
+            f"block), got {channels!r}"
+        )
+    count = parameter_count(in_channels, channels, num_res_blocks, downscale_factor)
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{where}: in_channels={in_channels}, channels={list(channels)}, num_res_blocks={num_res_blocks}, "
+            f"downscale_factor={downscale_factor} make {count:,} parameters, more than the limit of {MAX_PARAMETERS:,}"
+        )
 
 
 class PoseEncoder(ModelMixin, ConfigMixin):
@@ -68,12 +112,10 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         skeleton_style: str | None = None,
     ):
         super().__init__()
-        channels = tuple(int(c) for c in channels)
-        if in_channels < 1 or not channels or min(channels) < 1 or num_res_blocks < 1 or downscale_factor < 1:
-            raise ValueError(
-                f"PoseEncoder needs positive sizes and at least one level, got in_channels={in_channels}, "
-                f"channels={channels}, num_res_blocks={num_res_blocks}, downscale_factor={downscale_factor}"
-            )
+        check_sizes(in_channels, channels, num_res_blocks, downscale_factor)
+        if skeleton_style is not None and not isinstance(skeleton_style, str):
+            raise ValueError(f"PoseEncoder: skeleton_style must be a string or null, got {skeleton_style!r}")
+        channels = tuple(channels)
         self.adapter = FullAdapter(in_channels, list(channels), num_res_blocks, downscale_factor)
         self.out_convs = nn.ModuleList(nn.Conv2d(c, c, kernel_size=1) for c in channels)
         self.zero_output_convs()
@@ -210,22 +252,62 @@ def load_pose_encoder(path: str | os.PathLike) -> PoseEncoder:
 
     FileNotFoundError naming ``path`` when it is none of these.
     """
+    kind, path = locate_pose_encoder(path)
+    if kind == "official":
+        return PoseEncoder.from_official_state_dict(path)
+    try:
+        if kind == "T2IAdapter":
+            return PoseEncoder.from_t2i_adapter(path)
+        return PoseEncoder.from_pretrained(path)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:  # the weights do not fit the config
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"pose encoder {str(path)!r}: its weights do not load into its config ({type(err).__name__}: {first[:400]})") from None
+
+
+def locate_pose_encoder(path: str | os.PathLike) -> tuple[str, Path]:
+    """What :func:`load_pose_encoder` would read at ``path``, checked without loading weights: ``("official", file)``
+    for a state dict in T2I-Adapter's layout, else ``(class name, folder)`` once the folder's config.json is a JSON
+    object of a PoseEncoder or full T2IAdapter whose sizes are within bounds (:func:`check_sizes`) and its safetensors
+    file (when it has one) is whole. FileNotFoundError or ValueError naming the file and key otherwise."""
     path = Path(path)
     official = official_encoder_file(path)
     if official is not None:
-        return PoseEncoder.from_official_state_dict(official)
+        return "official", official
     if _model_class(path / "config.json") is None and (path / "pose_encoder" / "config.json").is_file():
         path = path / "pose_encoder"  # a stage-1 output folder (its own config.json is the run's)
     config = path / "config.json"
     if not config.is_file():
         what = "no such file or folder" if not path.exists() else f"neither a .pth state dict nor a folder with config.json or {OFFICIAL_FILE_NAME}"
         raise FileNotFoundError(f"pose encoder {str(path)!r}: {what}")
-    class_name = _model_class(config)
-    if class_name == "T2IAdapter":
-        return PoseEncoder.from_t2i_adapter(path)
-    if class_name != PoseEncoder.__name__:
+    values = _read_model_config(config)
+    class_name = values.get("_class_name")
+    if class_name not in ("T2IAdapter", PoseEncoder.__name__):
         raise ValueError(f"{config}: not the config of a PoseEncoder or T2IAdapter (_class_name {class_name!r})")
-    return PoseEncoder.from_pretrained(path)
+    if class_name == "T2IAdapter" and values.get("adapter_type", "full_adapter") != "full_adapter":
+        raise ValueError(f"{config}: Unsupported adapter_type {values.get('adapter_type')!r}: PoseEncoder reuses only 'full_adapter' weights")
+    defaults = {"in_channels": 3, "channels": [320, 640, 1280, 1280], "num_res_blocks": 2, "downscale_factor": 8}
+    check_sizes(*(values.get(key, default) for key, default in defaults.items()), where=str(config))
+    _check_weights_file(path)
+    return class_name, path
+
+
+def _read_model_config(config: Path) -> dict:
+    """A diffusers model config as a dict; ValueError naming the file when it is not a JSON object."""
+    try:
+        values = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{config}: not readable JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{config}: not the config of a PoseEncoder or T2IAdapter (a JSON {type(values).__name__}, not an object)")
+    return values
+
+
+def _check_weights_file(folder: Path) -> None:
+    """A saved model's safetensors file, if it has one, must be whole: ValueError naming it when cut or garbage."""
+    file = folder / "diffusion_pytorch_model.safetensors"
+    if not file.is_file():
+        return  # .bin or another variant: from_pretrained's own error names what is missing
+    check_safetensors_header(file)
 
 
 def official_encoder_file(path: str | os.PathLike) -> Path | None:

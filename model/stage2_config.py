@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model.train_config import TrainConfig
+from model.train_config import (
+    MAX_INFERENCE_STEPS,
+    MAX_SEED,
+    TrainConfig,
+    check_int,
+    check_number,
+    check_prompts,
+    check_resolution,
+)
 from model.video_unet import DEFAULT_TRAINABLE, VideoLayersConfig
 from pose_data.config import load_preset_or_file
+
+#: The most frames of a training or validation clip, and the largest frame stride (the clips are seconds long).
+MAX_FRAMES = 1024
+MAX_FRAME_STRIDE = 1000
 
 
 @dataclass
@@ -64,15 +76,22 @@ class Stage2Config(TrainConfig):
         if not self.data.clips:
             raise ValueError("data.clips is required: an index-hdvila output folder written with --write-clips")
         super().validate()
-        self.model.video_layers().validate()
-        d = self.data
-        if d.resolution < 1 or d.resolution % 64:
-            raise ValueError(f"data.resolution must be a positive multiple of 64 (VAE factor 8 x UNet levels), got {d.resolution}")
-        for name, value in (("data.num_frames", d.num_frames), ("data.frame_stride", d.frame_stride)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0.0 <= d.caption_dropout <= 1.0:
-            raise ValueError(f"data.caption_dropout must lie in [0, 1], got {d.caption_dropout}")
+        self.model.video_layers().validate("model")
+        d, v = self.data, self.validation
+        check_resolution("data.resolution", d.resolution, "VAE factor 8 x UNet levels")
+        check_int("data.num_frames", d.num_frames, 1, MAX_FRAMES)
+        check_int("data.frame_stride", d.frame_stride, 1, MAX_FRAME_STRIDE)
+        check_number("data.caption_dropout", d.caption_dropout, minimum=0, maximum=1)
+        check_int("data.shuffle_buffer", d.shuffle_buffer, 0)
+        check_int("data.num_workers", d.num_workers, 0)
+        check_int("validation.every", v.every, 0)
+        check_prompts("validation.prompts", v.prompts, v.every)
+        if v.num_frames is not None:
+            check_int("validation.num_frames", v.num_frames, 1, MAX_FRAMES)
+        check_int("validation.num_inference_steps", v.num_inference_steps, 1, MAX_INFERENCE_STEPS)
+        check_number("validation.guidance_scale", v.guidance_scale, minimum=0)
+        check_int("validation.seed", v.seed, 0, MAX_SEED)
+        check_number("validation.fps", v.fps, above=0, maximum=100)  # a GIF frame lasts at least 10 ms
 
 
 PRESETS = ("stage2", "stage2-tiny")

@@ -18,7 +18,7 @@ import torch
 
 from model.base_model import BaseModel, encode_images, encode_prompts, load_base_model
 from model.laion_pose_dataset import LaionPoseStream, skeleton_style_of
-from model.pose_encoder import PoseEncoder, official_encoder_file
+from model.pose_encoder import PoseEncoder, locate_pose_encoder, official_encoder_file
 from model.pose_encoder import load_pose_encoder as load_pretrained_pose_encoder
 from model.shard_stream import resolve_shards
 from model.stage1_config import Stage1Config
@@ -63,6 +63,7 @@ class Stage1Trainer(Trainer):
     """Stage 1 on the shared core. ``base`` is the frozen SD model, ``encoder`` the trained pose encoder."""
 
     stage = "stage1"
+    weight_folders = ("pose_encoder",)
     cfg: Stage1Config
 
     def check_inputs(self) -> None:
@@ -71,6 +72,8 @@ class Stage1Trainer(Trainer):
         init = self.cfg.model.init_pose_encoder
         if init is not None and not Path(init).exists():
             raise FileNotFoundError(f"model.init_pose_encoder {init}: no such file or folder")
+        if init is not None:
+            locate_pose_encoder(init)  # its config (every size bounded) and weights file, before the base model loads
 
     def build(self) -> torch.nn.Module:
         cfg = self.cfg

@@ -50,6 +50,7 @@ class Stage2Trainer(Trainer):
     """Stage 2 on the shared core. ``base`` holds the frozen SD parts; ``model`` is the :class:`VideoUNet`."""
 
     stage = "stage2"
+    weight_folders = ("video_layers",)
     cfg: Stage2Config
 
     def check_inputs(self) -> None:
@@ -57,6 +58,10 @@ class Stage2Trainer(Trainer):
         init = self.cfg.model.init_video_layers
         if init is not None and not Path(init).exists():
             raise FileNotFoundError(f"model.init_video_layers {init}: no such file or folder")
+        if init is not None:
+            from model.video_layers import check_video_layers
+
+            check_video_layers(init)  # its config (every value bounded) and weights file, before the base model loads
 
     def build(self) -> torch.nn.Module:
         m = self.cfg.model

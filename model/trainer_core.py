@@ -10,6 +10,12 @@ Several processes: ``accelerate launch`` or ``torchrun`` (on CPU with ``ACCELERA
 ``n`` goes to rank ``n % world_size`` (see :mod:`model.shard_stream`); only the main process writes files. A launcher
 that started several processes which accelerate did not join into one run (each process would then train alone and
 all would write the same folder) is refused with a message that says what to set.
+
+Resume reads a checkpoint back weights-only (:mod:`model.checkpointing`; never accelerate's ``load_state``, which
+unpickles ``custom_checkpoint_N.pkl`` with ``weights_only=False``), and refuses one that does not fit the run: written by
+another number of processes, past ``max_steps``, or with another config in what decides the weights or the data
+(:data:`model.train_config.MAY_CHANGE_ON_RESUME` lists what may change). A fresh run over an earlier run's outputs is
+refused unless ``overwrite`` (:mod:`model.run_folder`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from model.checkpointing import TrainingState, checkpoint_dir, prune_checkpoints, resolve_resume
-from model.train_config import TrainConfig
+from model.checkpointing import (
+    Checkpoint,
+    TrainingState,
+    checkpoint_dir,
+    config_differences,
+    find_checkpoint,
+    prune_checkpoints,
+    set_random_states,
+    write_training_state,
+)
+from model.run_folder import clear_run_outputs, refuse_fresh_start
+from model.train_config import MAY_CHANGE_ON_RESUME, TrainConfig
 from pose_data.atomic import atomic_path
 from pose_data.config import to_dict
 
@@ -78,6 +94,8 @@ class Trainer:
     """
 
     stage = "train"
+    #: The folders of final weights the stage writes into output_dir (deleted by ``overwrite`` with the run's other outputs).
+    weight_folders: tuple[str, ...] = ()
 
     def __init__(self, cfg: TrainConfig) -> None:
         from accelerate import Accelerator
@@ -95,6 +113,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         )
         check_launcher_world_size(accelerator)
+        checkpoint = self._checkpoint_to_resume()  # read and checked before any model is loaded
         set_seed(cfg.seed, device_specific=True)  # each process draws its own noise and timesteps
         self.weight_dtype = WEIGHT_DTYPES.get(cfg.mixed_precision, torch.float32)
         model = self.build()
@@ -116,22 +135,19 @@ class Trainer:
         self.checkpointed = {name for name, p in model.named_parameters() if p.requires_grad} | self.extra_checkpoint_keys(model)
         accelerator.register_save_state_pre_hook(self._keep_checkpointed_weights)
         self.state = TrainingState(positions=[[0, 0, 0] for _ in range(accelerator.num_processes)])
-        accelerator.register_for_checkpointing(self.state)
-        resume_from = resolve_resume(out, cfg.resume)
-        if resume_from is not None:
-            self.before_resume(resume_from)
-            self._check_checkpointed_keys(resume_from)
-            accelerator.load_state(str(resume_from), strict=False)  # the frozen weights come from the base model
-            if len(self.state.positions) != accelerator.num_processes:
-                raise ValueError(
-                    f"{resume_from} was written by {len(self.state.positions)} process(es); resume it with as many, "
-                    f"not {accelerator.num_processes}"
-                )
-            log.info("resumed from %s at step %d (%d samples read)", resume_from, self.state.step, self.state.samples)
+        if checkpoint is not None:
+            self.before_resume(checkpoint.folder)
+            self._check_checkpointed_keys(checkpoint)
+            self._restore(checkpoint)
+            log.info("resumed from %s at step %d (%d samples read)", checkpoint.folder, self.state.step, self.state.samples)
+            del checkpoint
         # samples read and failed by this process since it started; the state holds the totals of all processes
         self.read, self.failed, self.failed_shards = 0, 0, {}
         self._totals_at_start = (self.state.samples, self.state.failed)
         if accelerator.is_main_process:
+            if cfg.overwrite:
+                for path in clear_run_outputs(out, self.weight_folders):
+                    log.info("--overwrite: deleted %s", path)
             out.mkdir(parents=True, exist_ok=True)
             with atomic_path(out / "config.json") as tmp:
                 Path(tmp).write_text(json.dumps(to_dict(cfg), indent=2))
@@ -173,20 +189,61 @@ class Trainer:
         """State-dict keys to checkpoint besides the trained parameters."""
         return set()
 
-    def _check_checkpointed_keys(self, checkpoint: Path) -> None:
+    def _checkpoint_to_resume(self) -> Checkpoint | None:
+        """The checkpoint to resume (read and checked), or None for a fresh start, which is refused over an earlier
+        run's outputs unless ``overwrite``."""
+        cfg, accelerator = self.cfg, self.accelerator
+        checkpoint = find_checkpoint(self.out, cfg.resume, accelerator.process_index)
+        if checkpoint is None:
+            if not cfg.overwrite:
+                refuse_fresh_start(self.out, self.weight_folders, resume_latest=cfg.resume == "latest")
+            return None
+        where = f"checkpoint {checkpoint.folder}"
+        if checkpoint.stage != self.stage:
+            raise ValueError(f"{where} was written by fyp-train {checkpoint.stage}, not {self.stage}: resume it with fyp-train {checkpoint.stage}")
+        if checkpoint.processes != accelerator.num_processes:
+            raise ValueError(
+                f"{where} was written by {checkpoint.processes} process(es); resume it with as many, not {accelerator.num_processes}"
+            )
+        if checkpoint.state.step > cfg.max_steps:
+            raise ValueError(
+                f"{where} is at step {checkpoint.state.step}, past max_steps {cfg.max_steps}: resuming would train nothing "
+                f"and save its weights as this run's. Set max_steps to {checkpoint.state.step} or more to continue it, or "
+                "start again (--overwrite, or another output_dir)"
+            )
+        differences = config_differences(checkpoint.config, to_dict(cfg), MAY_CHANGE_ON_RESUME)
+        if differences:
+            raise ValueError(
+                f"{where} was written with another config: {'; '.join(differences[:6])}{' ...' if len(differences) > 6 else ''}. "
+                "Resume with the settings it was written with (its training_state.json holds them; only max_steps, "
+                "checkpoint_every, checkpoints_total_limit, log_every, max_failed_fraction, validation.*, data.num_workers "
+                "and model.gradient_checkpointing may change), or start again (--overwrite, or another output_dir)"
+            )
+        return checkpoint
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        """Weights, optimizer, LR schedule, loss scaler, RNGs and the training state from ``checkpoint`` (the frozen
+        weights stay the base model's)."""
+        accelerator = self.accelerator
+        model = accelerator.unwrap_model(self.model)
+        model.load_state_dict({_bare(k): v for k, v in checkpoint.weights.items()}, strict=False)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.lr_schedule.load_state_dict(checkpoint.scheduler)
+        if accelerator.scaler is not None and checkpoint.scaler is not None:
+            accelerator.scaler.load_state_dict(checkpoint.scaler)
+        set_random_states(checkpoint.random_states)
+        if "step" in checkpoint.random_states:
+            accelerator.step = checkpoint.random_states["step"]  # accelerate's micro-step count (gradient accumulation)
+        self.state = checkpoint.state
+
+    def _check_checkpointed_keys(self, checkpoint: Checkpoint) -> None:
         """ValueError when the checkpoint's weights are not exactly what this run trains (another model.trainable,
         other video layers, ...): loading it would keep some weights at their initial values without a word."""
-        from safetensors import safe_open
-
-        weights = checkpoint / "model.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} has no model.safetensors")
-        with safe_open(str(weights), framework="pt") as f:
-            saved = {_bare(k) for k in f.keys()}
+        saved = {_bare(k) for k in checkpoint.weights}
         missing, extra = sorted(self.checkpointed - saved), sorted(saved - self.checkpointed)
         if missing or extra:
             raise ValueError(
-                f"checkpoint {checkpoint} does not fit this run's trained weights: missing {missing[:5]}"
+                f"checkpoint {checkpoint.folder} does not fit this run's trained weights: missing {missing[:5]}"
                 f"{' ...' if len(missing) > 5 else ''}, not trained here {extra[:5]}{' ...' if len(extra) > 5 else ''}. "
                 "Resume with the config the checkpoint was written with (output_dir/config.json)."
             )
@@ -279,6 +336,7 @@ class Trainer:
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            write_training_state(partial, self.state, stage=self.stage, config=to_dict(self.cfg))
             self.after_checkpoint(partial)
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)

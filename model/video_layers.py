@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from model.official_weights import find_release, looked_for, read_state_dict
+from model.official_weights import check_safetensors_header, find_release, looked_for, read_safetensors, read_state_dict
 from model.pose_encoder import PoseEncoder
 from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 from pose_data.atomic import atomic_path
@@ -52,13 +52,46 @@ def save_video_layers(model: VideoUNet, folder: str | os.PathLike, **extra) -> P
 
 
 def read_video_layers_config(folder: str | os.PathLike) -> dict:
+    """``folder/config.json`` of a video-layers folder as a dict; FileNotFoundError when it is missing, ValueError
+    naming the file when it is not a JSON object of this format."""
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"video layers folder {str(folder)!r} has no config.json")
-    config = json.loads(path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a video-layers config (format {config.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{path}: not readable JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else f"a JSON {type(config).__name__}"
+        raise ValueError(f"{path} is not a video-layers config (format {found!r}, expected {FORMAT!r})")
     return config
+
+
+def video_layers_config_of(folder: str | os.PathLike) -> VideoLayersConfig:
+    """The :class:`VideoLayersConfig` saved in ``folder/config.json``, every value checked (types, ranges: the rank is
+    bounded before anything is allocated); ValueError naming the file and key."""
+    path = Path(folder) / "config.json"
+    config = read_video_layers_config(folder)
+    if "video_layers" not in config:
+        raise ValueError(f"{path}: no video_layers entry")
+    return VideoLayersConfig.from_file(config["video_layers"], f"{path}: video_layers")
+
+
+def check_video_layers(source: str | os.PathLike) -> None:
+    """Check stage-2 weights at ``source`` without a UNet (before a base model is loaded): a video-layers folder's
+    config (every value) and that its weights file is a readable safetensors file, or that the official release is
+    there. The errors :func:`load_video_unet` would raise, sooner."""
+    path = resolve_video_layers(source)
+    if is_video_layers_folder(path):
+        video_layers_config_of(path)
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"video layers folder {str(path)!r} has no {WEIGHTS_NAME}")
+        check_safetensors_header(path / WEIGHTS_NAME)
+    elif find_release(path) is None:
+        raise FileNotFoundError(
+            f"video layers {str(source)!r}: no stage-2 weights there; looked for config.json of a fyp-train stage2 "
+            f"video_layers/ folder, or the official release: {looked_for()}"
+        )
 
 
 def is_video_layers_folder(path: str | os.PathLike) -> bool:
@@ -136,18 +169,13 @@ def load_video_unet(unet, source: str | os.PathLike, pose_encoder: PoseEncoder |
         if pose_encoder is None:
             model.pose_encoder = released_encoder
         return model, released_encoder
-    from safetensors.torch import load_file
-
-    config = read_video_layers_config(path)
-    try:
-        layers = VideoLayersConfig(**config["video_layers"])
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{path / 'config.json'}: its video_layers entry is not a VideoLayersConfig ({err})") from None
-    model = VideoUNet(unet, layers, pose_encoder)
+    layers = video_layers_config_of(path)
     weights_path = path / WEIGHTS_NAME
     if not weights_path.is_file():
         raise FileNotFoundError(f"video layers folder {str(path)!r} has no {WEIGHTS_NAME}")
-    _load_into_unet(model, load_file(str(weights_path)), weights_path, strict=False)
+    weights = read_safetensors(weights_path)  # before inflating: a cut or garbage file fails without touching `unet`
+    model = VideoUNet(unet, layers, pose_encoder)
+    _load_into_unet(model, weights, weights_path, strict=False)
     model.weights_file = str(weights_path)
     return model, None
 

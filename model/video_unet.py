@@ -17,7 +17,7 @@ sequences ``(b, 3, f, H, W)`` whose features go in exactly as in stage 1.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -35,6 +35,8 @@ GROUP_NORM_MODES = ("per_frame", "across_frames")
 DEFAULT_TRAINABLE = ("attn1.to_q", "attn2.to_q", "attn_temp", "conv_temporal")
 #: Names of the modules inflation adds (their weights exist only in an inflated UNet).
 ADDED_MODULES = ("attn_temp", "norm_temp", "conv_temporal")
+#: The largest temporal-conv rank (the official 160; a rank above a block's channels becomes channels // 2 anyway).
+MAX_CONV_TEMPORAL_RANK = 4096
 
 
 @dataclass
@@ -48,14 +50,41 @@ class VideoLayersConfig:
     conv_temporal_rank: int = 160
     trainable: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINABLE))
 
-    def validate(self) -> None:
-        check_mode(self.attention)
-        if self.group_norm not in GROUP_NORM_MODES:
-            raise ValueError(f"group_norm {self.group_norm!r} is not one of {', '.join(GROUP_NORM_MODES)}")
-        if self.conv_temporal_rank < 1:
-            raise ValueError(f"conv_temporal_rank must be >= 1, got {self.conv_temporal_rank}")
+    def validate(self, where: str = "") -> None:
+        """ValueError naming the key (``where.key``: a config section or a file) for a value of the wrong type or out
+        of range; the rank is bounded before any layer is allocated."""
+        at = f"{where}." if where else ""
+        if not isinstance(self.attention, str):
+            raise ValueError(f"{at}attention must be a string, got {self.attention!r}")
+        try:
+            check_mode(self.attention)
+        except ValueError as err:
+            raise ValueError(f"{at}attention: {err}") from None
+        if not isinstance(self.group_norm, str) or self.group_norm not in GROUP_NORM_MODES:
+            raise ValueError(f"{at}group_norm {self.group_norm!r} is not one of {', '.join(GROUP_NORM_MODES)}")
+        for name in ("temporal_attention", "conv_temporal"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{at}{name} must be true or false, got {getattr(self, name)!r}")
+        rank = self.conv_temporal_rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_CONV_TEMPORAL_RANK:
+            raise ValueError(f"{at}conv_temporal_rank must be an integer from 1 to {MAX_CONV_TEMPORAL_RANK}, got {rank!r}")
+        if not isinstance(self.trainable, list) or not all(isinstance(p, str) and p.strip(".") for p in self.trainable):
+            raise ValueError(f"{at}trainable must be a list of parameter-name patterns (strings), got {self.trainable!r}")
         if not self.trainable:
-            raise ValueError("trainable needs at least one parameter-name pattern, e.g. attn_temp")
+            raise ValueError(f"{at}trainable needs at least one parameter-name pattern, e.g. attn_temp")
+
+    @classmethod
+    def from_file(cls, data, where: str) -> VideoLayersConfig:
+        """The config saved in a video-layers folder (``where`` names the file and entry): exactly the fields of this
+        class, each of its own JSON type (no ``"8"`` for 8); ValueError naming the file and key otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be an object of {', '.join(f.name for f in fields(cls))}, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(f.name for f in fields(cls))}")
+        config = cls(**data)
+        config.validate(where)
+        return config
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -170,7 +170,7 @@ def test_shapes_and_bad_sizes(unet):
         PoseGuidedUNet(unet, PoseEncoder(channels=(32, 64, 64)))
     with pytest.raises(ValueError, match="do not match"):
         PoseGuidedUNet(unet, encoder)(*unet_inputs(), pose=random_pose(2, 3, 128, 128))
-    with pytest.raises(ValueError, match="positive sizes"):
+    with pytest.raises(ValueError, match="channels must be a list of 1 to 8 integers"):
         PoseEncoder(channels=())
 
 
