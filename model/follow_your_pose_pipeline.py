@@ -18,6 +18,9 @@ base UNet plus the ``video_layers/`` of stage 2. A saved folder::
                           weights the video model uses, i.e. the base's with stage 2's trained projections)
     pose_encoder/         the PoseEncoder (save_pretrained)
     video_layers/         the stage-2 layers (model.video_layers), loaded onto unet/ when read back
+
+``save_pretrained`` writes into a new or empty folder, or over a saved pipeline: there it replaces the pipeline's
+own parts (the names above) and keeps anything else (a README, notes); any other non-empty folder is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 
 FORMAT = "fyp-pipeline"
 CONFIG_NAME = "fyp_pipeline.json"
+#: The entries of a saved folder that are the pipeline's (replaced on save); anything else there is kept.
+OWN_PARTS = (CONFIG_NAME, "unet", "vae", "text_encoder", "tokenizer", "scheduler", "pose_encoder", "video_layers")
+#: Largest height and width sampled, pixels (SD 1.x: 512; 4096 is 64x its latent tokens per frame already).
+MAX_SIZE = 4096
 
 
 @dataclass
@@ -112,12 +119,22 @@ class FollowYourPosePipeline:
         return pipe
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write the whole sampler to ``folder`` (layout in the module doc); replaces an existing folder whole."""
+        """Write the whole sampler to ``folder`` (layout in the module doc): a new or empty folder, or a saved
+        pipeline, whose own parts are replaced (anything else in it is kept). The new folder is built beside it and
+        swapped in whole, so an error leaves the old one as it was. FileExistsError for a file or a non-empty folder
+        that is not a saved pipeline (nothing is written)."""
         from safetensors.torch import save_file
 
         folder = Path(folder).resolve()
+        if folder.exists() and not folder.is_dir():
+            raise FileExistsError(f"{folder} is a file, not a folder: save the pipeline to a new or empty folder")
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        if entries and not is_pipeline_folder(folder):
+            raise FileExistsError(f"{folder} is not empty and not a saved Follow-Your-Pose pipeline (no {CONFIG_NAME}): nothing was written; "
+                                  "save to a new or empty folder, or empty this one first")  # fmt: skip
         tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
         old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        swapped = False
         try:
             base = self.base
             base.unet.save_config(tmp / "unet")
@@ -133,12 +150,26 @@ class FollowYourPosePipeline:
             config = {"format": FORMAT, "format_version": 1, "sources": self.sources, "skeleton_style": self.skeleton_style,
                       "video_layers": self.model.config.to_dict()}  # fmt: skip
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            # the saved folder's other files, copied (not moved: the old folder stays whole until the new one is in place)
+            for path in (p for p in entries if p.name not in OWN_PARTS):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.copytree(path, tmp / path.name, symlinks=True)
+                else:
+                    shutil.copy2(path, tmp / path.name, follow_symlinks=False)
             if folder.exists():
-                os.replace(folder, old)  # the old folder stays whole until the new one is in place
-            os.replace(tmp, folder)
+                os.replace(folder, old)
+                try:
+                    os.replace(tmp, folder)
+                except BaseException:
+                    os.replace(old, folder)  # put the old folder back
+                    raise
+            else:
+                os.replace(tmp, folder)
+            swapped = True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+            if swapped:
+                shutil.rmtree(old, ignore_errors=True)
         return folder
 
     # ------------------------------------------------------------------------------------------------ properties
@@ -227,11 +258,12 @@ class FollowYourPosePipeline:
     def check_arguments(self, num_frames: int, height: int, width: int, window: int, steps: int) -> None:
         multiple = self.size_multiple
         for name, value in (("height", height), ("width", width)):
-            if value < multiple or value % multiple:
-                raise ValueError(f"{name} must be a positive multiple of {multiple} (the pose encoder's downscale), got {value}")
+            if value < multiple or value % multiple or value > MAX_SIZE:
+                raise ValueError(f"{name} must be a positive multiple of {multiple} (the pose encoder's downscale) up to {MAX_SIZE}, got {value!r}")
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if window < 2:
             raise ValueError(f"window must be >= 2 frames, got {window}")
-        if steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        train_steps = self.base.noise_scheduler.config.num_train_timesteps
+        if not 1 <= steps <= train_steps:
+            raise ValueError(f"num_inference_steps must be in [1, {train_steps}] (the scheduler's training steps), got {steps}")

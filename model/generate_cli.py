@@ -1,11 +1,18 @@
 """``fyp-generate``: pose sequence + text -> video, one video or one per line of a JSONL file.
 
 A thin layer over :class:`model.follow_your_pose_pipeline.FollowYourPosePipeline` and
-:func:`model.pose_source.load_pose_frames`. Next to every video it writes a JSON sidecar (``clip.mp4`` ->
-``clip.json``) with every setting, the seed, the model paths, the frame count and where the poses came from
-(with their keypoints file: the given ``keypoints.parquet``, the one beside an extract-poses skeleton video,
-or ``clip.keypoints.parquet`` written beside the video when poses were extracted from a driving video), so that
-``fyp-eval`` can score the video later. Bad inputs stop with one line naming them and exit code 2.
+:func:`model.pose_source.load_pose_frames`. Next to every video it writes a JSON sidecar named after the video's
+full file name (``clip.mp4`` -> ``clip.mp4.json``, so ``clip.mp4`` and ``clip.gif`` have one each) with every
+setting, the seed, the model paths, the frame count and where the poses came from (with their keypoints file: the
+given ``keypoints.parquet``, the one beside an extract-poses skeleton video, or ``clip.mp4.keypoints.parquet``
+written beside the video when poses were extracted from a driving video), so that ``fyp-eval`` can score the
+video later. Bad inputs stop with one line naming them and exit code 2.
+
+Every file a video writes (video, sidecar, keypoints) is checked before any model is loaded: it may not be an
+input (the pose source or a file of it, a model file, the --prompts file) or lie inside an input folder (a
+skeleton-frame folder, a model folder), nor be a folder or have a file as its parent; with --prompts it must
+lie inside the output folder (symlinks resolved) and no two lines may write the same file. Ctrl-C stops with
+one line and exit code 130; with --prompts the manifest then lists what was done (rerun to resume).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.generate_outputs import Inputs, check_output, keypoints_path, old_sidecar_path, sidecar_path, written_location
 from pose_data.manifest import file_sha256
 from pose_data.pose_estimator import PoseModelLoadError
 from pose_data.pose_sequence import DEFAULT_POSE_FPS
@@ -28,6 +36,9 @@ from pose_data.quiet import add_verbose_flags, quiet_libraries
 
 log = logging.getLogger("fyp-generate")
 SIDECAR_FORMAT = "fyp-generated-video"
+MANIFEST_NAME = "generate_manifest.json"
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_EXIT_CODE = 130
 
 
 @dataclass
@@ -52,8 +63,10 @@ class VideoSettings:
     pose_backend: str = "mmpose"  # for a driving video: mmpose or mediapipe
 
 
-    def validate(self, where: str = "") -> None:
-        """ValueError naming the setting for a value of the wrong type or out of range (JSONL values are untyped)."""
+    def validate(self, where: str = "", *, as_flags: bool = False) -> None:
+        """ValueError naming the setting (``--the-flag`` when ``as_flags``) for a value of the wrong type or out of
+        range (JSONL values are untyped)."""
+        from model.follow_your_pose_pipeline import MAX_SIZE
         from model.pose_source import KINDS
         from pose_data.pose_estimator import BACKENDS
         from pose_data.skeleton import SKELETON_STYLES
@@ -71,14 +84,15 @@ class VideoSettings:
             }[kind]  # fmt: skip
             if not ok:
                 what = {"bool": "true or false", "float": "a finite number"}.get(kind, "an integer" if "int" in kind else "a string")
-                raise ValueError(f"{where}{f.name} must be {what}, got {value!r}")
+                raise ValueError(f"{where}{_setting_name(f.name, as_flags)} must be {what}, got {value!r}")
+        size_range = f"in [1, {MAX_SIZE}] pixels (a multiple of the pose encoder's downscale)"
         checks = [
             ("num_frames", self.num_frames is None or self.num_frames >= 1, ">= 1"),
             ("window", self.window >= 2, ">= 2 (it advances by window // 2)"),
             ("steps", self.steps >= 1, ">= 1"),
             ("seed", self.seed is None or 0 <= self.seed < 2**63, "in [0, 2**63)"),
-            ("height", self.height is None or self.height >= 1, ">= 1"),
-            ("width", self.width is None or self.width >= 1, ">= 1"),
+            ("height", self.height is None or 1 <= self.height <= MAX_SIZE, size_range),
+            ("width", self.width is None or 1 <= self.width <= MAX_SIZE, size_range),
             ("fps", 0.1 <= self.fps <= 1000, "in [0.1, 1000] (every frame of the source: --frame-stride 1)"),
             ("frame_stride", self.frame_stride is None or self.frame_stride >= 1, ">= 1"),
             ("source_kind", self.source_kind in KINDS, f"one of {', '.join(KINDS)}"),
@@ -87,7 +101,11 @@ class VideoSettings:
         ]
         for name, ok, what in checks:
             if not ok:
-                raise ValueError(f"{where}{name} must be {what}, got {getattr(self, name)!r}")
+                raise ValueError(f"{where}{_setting_name(name, as_flags)} must be {what}, got {getattr(self, name)!r}")
+
+
+def _setting_name(name: str, as_flag: bool) -> str:
+    return "--" + name.replace("_", "-") if as_flag else name
 
 
 MODEL_KEYS = {"base", "pose_encoder", "video_layers", "device", "dtype"}
@@ -128,14 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(values: dict, base: VideoSettings | None = None, where: str = "") -> VideoSettings:
+def settings_from(values: dict, base: VideoSettings | None = None, where: str = "", *, as_flags: bool = False) -> VideoSettings:
     """``base`` with ``values`` (keys with - or _) replacing its fields; ValueError naming unknown keys."""
     values = {k.replace("-", "_"): v for k, v in values.items() if v is not None}
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(VideoSettings)})
     if unknown:
         raise ValueError(f"{where}unknown setting(s) {', '.join(unknown)}")
     settings = dataclasses.replace(base or VideoSettings(), **values)
-    settings.validate(where)
+    settings.validate(where, as_flags=as_flags)
     return settings
 
 
@@ -166,8 +184,20 @@ def load_pipeline(args):
     return FollowYourPosePipeline.from_parts(args.base, encoder, layers, device=device, dtype=dtype)
 
 
-def sidecar_path(video: Path) -> Path:
-    return video.with_suffix(".json")
+def model_paths(args) -> dict[str, str | None]:
+    """The model inputs by flag, as given."""
+    return {"--base": args.base, "--pose-encoder": args.pose_encoder, "--video-layers": args.video_layers}
+
+
+def _remove_old_sidecar(output: Path) -> None:
+    """Delete a sidecar of the old name (``clip.json``) that describes this video: its new one replaces it."""
+    old = old_sidecar_path(output)
+    try:
+        done = json.loads(old.read_text()) if old.is_file() else None
+    except (OSError, ValueError):
+        return
+    if isinstance(done, dict) and done.get("format") == SIDECAR_FORMAT and done.get("video") == output.name:
+        old.unlink(missing_ok=True)
 
 
 def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSettings, *, progress: bool) -> dict:
@@ -187,6 +217,10 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
         raise ValueError("a prompt is needed (--prompt TEXT)")
     if not pose:
         raise ValueError("a pose source is needed (--pose SOURCE)")
+    inputs = Inputs()
+    inputs.add_pose(pose, "the pose source")
+    inputs.add_models({k: v for k, v in pipe.sources.items() if k != "video_layers_file"})
+    check_output(output, inputs)
     started = time.perf_counter()
     settings.validate()
     height = pipe.default_size if settings.height is None else settings.height
@@ -209,37 +243,46 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
     frames = result.frames
     if settings.side_by_side:
         frames = np.concatenate([poses.frames[:num_frames], frames], axis=2)
-    keypoints, rows = poses.keypoints, poses.keypoint_rows
-    if poses.extracted is not None:
-        keypoints = str(poses.extracted.save(output.with_name(output.stem + ".keypoints.parquet")))
-    if keypoints:
-        keypoints = str(Path(keypoints).resolve())
-    write_video(frames, output, settings.fps, comment={"format": SIDECAR_FORMAT, "prompt": prompt, "seed": seed})
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "video": output.name,
-        "prompt": prompt,
-        "seed": seed,
-        "settings": dataclasses.asdict(settings),
-        "frames": num_frames,
-        "fps": settings.fps,
-        "height": height,
-        "width": width,
-        "side_by_side": settings.side_by_side,
-        "windows": [list(w) for w in result.windows],
-        "models": {**pipe.sources, "skeleton_style": pipe.skeleton_style, "video_layers_config": pipe.model.config.to_dict()},
-        "device": device_name,
-        "dtype": str(pipe.dtype).replace("torch.", ""),
-        "pose": {
-            "source": poses.source, "kind": poses.kind, "skeleton_style": poses.skeleton_style,
-            "source_frames": poses.source_frames[:num_frames], "times": None if poses.times is None else poses.times[:num_frames],
-            "keypoints": keypoints, "keypoint_rows": None if rows is None else rows[:num_frames],
-            "keypoints_sha256": file_sha256(keypoints) if keypoints else None,
-        },  # fmt: skip
-        "versions": package_versions(),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    write_json_atomic(sidecar_path(output), sidecar)
+    written: list[Path] = []  # the files in place so far: removed again if the video is not finished (an error, Ctrl-C)
+    try:
+        keypoints, rows = poses.keypoints, poses.keypoint_rows
+        if poses.extracted is not None:
+            written.append(poses.extracted.save(keypoints_path(output)))
+            keypoints = str(written[-1])
+        if keypoints:
+            keypoints = str(Path(keypoints).resolve())
+        write_video(frames, output, settings.fps, comment={"format": SIDECAR_FORMAT, "prompt": prompt, "seed": seed})
+        written.append(output)
+        sidecar = {
+            "format": SIDECAR_FORMAT,
+            "video": output.name,
+            "prompt": prompt,
+            "seed": seed,
+            "settings": dataclasses.asdict(settings),
+            "frames": num_frames,
+            "fps": settings.fps,
+            "height": height,
+            "width": width,
+            "side_by_side": settings.side_by_side,
+            "windows": [list(w) for w in result.windows],
+            "models": {**pipe.sources, "skeleton_style": pipe.skeleton_style, "video_layers_config": pipe.model.config.to_dict()},
+            "device": device_name,
+            "dtype": str(pipe.dtype).replace("torch.", ""),
+            "pose": {
+                "source": poses.source, "kind": poses.kind, "skeleton_style": poses.skeleton_style,
+                "source_frames": poses.source_frames[:num_frames], "times": None if poses.times is None else poses.times[:num_frames],
+                "keypoints": keypoints, "keypoint_rows": None if rows is None else rows[:num_frames],
+                "keypoints_sha256": file_sha256(keypoints) if keypoints else None,
+            },  # fmt: skip
+            "versions": package_versions(),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json_atomic(sidecar_path(output), sidecar)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    _remove_old_sidecar(output)
     return sidecar
 
 
@@ -274,9 +317,6 @@ def read_jobs(path: str, out_dir: Path, flags: VideoSettings) -> list[tuple[int,
                     raise ValueError(f"{where}output {name!r} must be a file name inside {out_dir}")
                 job["output"] = out_dir / relative
             job["settings"] = settings_from(values, flags, where)
-            earlier = next((n for n, j in jobs if j["output"] == job["output"] and "error" not in j), None)
-            if earlier is not None:
-                raise ValueError(f"{where}output {job['output'].name} is also line {earlier}'s output")
         except json.JSONDecodeError as err:
             job["error"] = f"{where}not JSON ({err.msg})"
         except (ValueError, TypeError) as err:
@@ -287,49 +327,104 @@ def read_jobs(path: str, out_dir: Path, flags: VideoSettings) -> list[tuple[int,
     return jobs
 
 
+def check_jobs(jobs: list[tuple[int, dict]], out_dir: Path, models: dict[str, str | None], prompts: str) -> None:
+    """Before any model is loaded: mark a line failed (``job["error"]``) when a file it writes lies outside
+    ``out_dir`` (symlinks resolved), is a folder or under a file, is an input of any line (its pose source, a model,
+    the --prompts file), is the run's manifest, or is also written by an earlier line."""
+    inputs = Inputs()
+    inputs.add_models(models)
+    inputs.add(prompts, "the --prompts file")
+    for number, job in jobs:
+        if "error" not in job:
+            inputs.add_pose(job["pose"], f"line {number}'s pose source")
+    root, manifest = out_dir.resolve(), written_location(out_dir / MANIFEST_NAME)
+    clash = inputs.clash(manifest)
+    if clash is not None:
+        raise ValueError(f"--output {out_dir}: the run's manifest {MANIFEST_NAME} {clash}")
+    writers = {manifest: "the run's manifest"}
+    for number, job in jobs:
+        if "error" in job:
+            continue
+        where, output = f"{prompts}:{number}: ", job["output"]
+        try:
+            places = check_output(output, inputs)
+            if root not in places["video"].parents:
+                raise ValueError(f"output {output} is written to {places['video']}, outside the output folder {root} (through a symlink): "
+                                 "choose a name inside it")  # fmt: skip
+            for role, place in places.items():
+                if place in writers:
+                    what = "" if role == "video" else f": its {role} file {place.name}"
+                    raise ValueError(f"output {output.relative_to(out_dir)}{what} is also {writers[place]}")
+        except ValueError as err:
+            job["error"] = f"{where}{err}"
+            continue
+        for role, place in places.items():
+            writers[place] = f"line {number}'s output" if role == "video" else f"written by line {number}"
+
+
 def _already_done(job: dict, sources: dict) -> bool:
-    """The job's video and sidecar exist and the sidecar records the same prompt, pose source, models and settings
-    (a seed left open matches any)."""
-    sidecar = sidecar_path(job["output"])
-    if not (sidecar.is_file() and job["output"].is_file()):
+    """The job's video and a sidecar describing it exist (``clip.mp4.json``, or ``clip.json`` from earlier versions,
+    naming this video), and the sidecar records the same prompt, pose source, models and settings (a seed left
+    open matches any)."""
+    output = job["output"]
+    if not output.is_file():
         return False
+    return any(_sidecar_matches(sidecar, job, sources) for sidecar in (sidecar_path(output), old_sidecar_path(output)) if sidecar.is_file())
+
+
+def _sidecar_matches(sidecar: Path, job: dict, sources: dict) -> bool:
     try:
         done = json.loads(sidecar.read_text())
-        same = (done["format"] == SIDECAR_FORMAT and done["prompt"] == job["prompt"] and done["pose"]["source"] == job["pose"]
+        same = (done["format"] == SIDECAR_FORMAT and done["video"] == job["output"].name and done["prompt"] == job["prompt"]
+                and done["pose"]["source"] == job["pose"]
                 and all(done["models"].get(k) == v for k, v in sources.items() if k in done["models"] or k not in OPTIONAL_SOURCES))  # fmt: skip
         wanted = dataclasses.asdict(job["settings"])
         return same and all(done["settings"].get(k) == v for k, v in wanted.items() if k != "seed" or v is not None)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):  # not a sidecar of ours: make the video again
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a sidecar of ours: make the video again
         return False
 
 
-def run_many(pipe, args, flags: VideoSettings) -> int:
+def run_many(pipe, args, jobs: list[tuple[int, dict]]) -> int:
+    """Each job in turn (a failing line fails alone), then the manifest. Ctrl-C stops at once: the line being made
+    leaves no file, the manifest lists the lines done, and the exit code is 130."""
     from pose_data.atomic import write_json_atomic
 
     out_dir = Path(args.output)
-    if out_dir.suffix.lower() in (".mp4", ".gif"):
-        raise ValueError(f"with --prompts, --output is a folder, got {args.output}")
-    jobs = read_jobs(args.prompts, out_dir, flags)
-    results = []
-    for number, job in jobs:
-        entry = {"line": number, "output": str(job["output"])}
-        if "error" in job:
-            entry.update(status="failed", error=job["error"])
-        elif _already_done(job, pipe.sources):
-            entry.update(status="skipped")
-        else:
-            try:
-                sidecar = generate_one(pipe, job["prompt"], job["pose"], job["output"], job["settings"], progress=not args.no_progress)
-                entry.update(status="ok", seconds=sidecar["seconds"])
-            except (ValueError, OSError, TypeError, RuntimeError) as err:  # this line fails, the others run
-                entry.update(status="failed", error=f"{args.prompts}:{number}: {one_line(err)}")
-        if entry["status"] == "failed":
-            print(f"fyp-generate: error: {entry['error']}", file=sys.stderr)
-        else:
-            print(f"{entry['output']} ({entry['status']})")
-        results.append(entry)
-    counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "skipped", "failed")}
-    write_json_atomic(out_dir / "generate_manifest.json", {"prompts": args.prompts, "models": pipe.sources, "counts": counts, "videos": results})
+    results, entry, interrupted = [], None, False
+    try:
+        for number, job in jobs:
+            entry = {"line": number, "output": str(job["output"]), "status": "interrupted"}  # until it has another
+            if "error" in job:
+                entry.update(status="failed", error=job["error"])
+            elif _already_done(job, pipe.sources):
+                entry.update(status="skipped")
+            else:
+                try:
+                    sidecar = generate_one(pipe, job["prompt"], job["pose"], job["output"], job["settings"], progress=not args.no_progress)
+                    entry.update(status="ok", seconds=sidecar["seconds"])
+                except (ValueError, OSError, TypeError, RuntimeError) as err:  # this line fails, the others run
+                    entry.update(status="failed", error=f"{args.prompts}:{number}: {one_line(err)}")
+            if entry["status"] == "failed":
+                print(f"fyp-generate: error: {entry['error']}", file=sys.stderr)
+            else:
+                print(f"{entry['output']} ({entry['status']})")
+            results.append(entry)
+            entry = None
+    except KeyboardInterrupt:
+        interrupted = True
+        if entry is not None:
+            results.append(entry)
+    statuses = ("ok", "skipped", "failed") + (("interrupted",) if interrupted else ())
+    counts = {s: sum(r["status"] == s for r in results) for s in statuses}
+    manifest = {"prompts": args.prompts, "models": pipe.sources, "counts": counts, "videos": results}
+    if interrupted:
+        manifest["not_run"] = [number for number, _ in jobs if number > results[-1]["line"]] if results else [n for n, _ in jobs]
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+    if interrupted:
+        at = f" at {args.prompts}:{results[-1]['line']}" if results and results[-1]["status"] == "interrupted" else ""
+        print(f"fyp-generate: interrupted (Ctrl-C){at}: {counts['ok'] + counts['skipped']} of {len(jobs)} video(s) done, "
+              f"listed in {out_dir / MANIFEST_NAME}; run the same command again to make the rest", file=sys.stderr)  # fmt: skip
+        return INTERRUPTED_EXIT_CODE
     if counts["failed"]:
         print(f"fyp-generate: error: {counts['failed']} of {len(results)} video(s) failed", file=sys.stderr)
         return 2
@@ -342,19 +437,33 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries(args.verbose, progress=not args.no_progress)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        flags = settings_from({f.name: getattr(args, f.name) for f in dataclasses.fields(VideoSettings)})
+        flags = settings_from({f.name: getattr(args, f.name) for f in dataclasses.fields(VideoSettings)}, as_flags=True)
         if bool(args.prompts) == bool(args.prompt or args.pose):
             raise ValueError("give --prompt and --pose for one video, or --prompts FILE.jsonl for many")
-        if args.prompts is None and Path(args.output).suffix.lower() not in (".mp4", ".gif"):
-            raise ValueError(f"--output {args.output}: must end in .mp4 or .gif")
+        output = Path(args.output)
+        if args.prompts:  # every line's outputs are checked before the model is loaded
+            if output.suffix.lower() in (".mp4", ".gif") or (output.exists() and not output.is_dir()):
+                raise ValueError(f"with --prompts, --output is a folder, got {args.output}")
+            jobs = read_jobs(args.prompts, output, flags)
+            check_jobs(jobs, output, model_paths(args), args.prompts)
+        else:
+            if output.suffix.lower() not in (".mp4", ".gif"):
+                raise ValueError(f"--output {args.output}: must end in .mp4 or .gif")
+            inputs = Inputs()
+            inputs.add_pose(args.pose, "the pose source (--pose)")
+            inputs.add_models(model_paths(args))
+            check_output(output, inputs)
         pipe = load_pipeline(args)
         if args.prompts:
-            return run_many(pipe, args, flags)
-        sidecar = generate_one(pipe, args.prompt, args.pose, Path(args.output), flags, progress=not args.no_progress)
-        print(f"{args.output}: {sidecar['frames']} frames at {sidecar['fps']:g} fps, seed {sidecar['seed']} (settings: {sidecar_path(Path(args.output))})")
+            return run_many(pipe, args, jobs)
+        sidecar = generate_one(pipe, args.prompt, args.pose, output, flags, progress=not args.no_progress)
+        print(f"{args.output}: {sidecar['frames']} frames at {sidecar['fps']:g} fps, seed {sidecar['seed']} (settings: {sidecar_path(output)})")
     except (ValueError, OSError, PoseModelLoadError) as err:
         print(f"fyp-generate: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fyp-generate: interrupted (Ctrl-C) before a video was finished; nothing half-written was left", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     return 0
 
 

@@ -71,7 +71,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  {out / 'stage2' / 'video_layers'}   the trained video layers (config.json + safetensors)\n"
         f"  {poses / 'skeleton.mp4'}   skeletons of the bundled driving video; pd.read_parquet('{poses / 'keypoints.parquet'}')\n"
         f"  {video}   16 generated frames following those poses, skeleton | video (tiny random SD: noise)\n"
-        f"  {video.with_suffix('.json')}   every setting, the seed, the models, the pose frames used\n"
+        f"  {video.with_name(video.name + '.json')}   every setting, the seed, the models, the pose frames used\n"
         f"  {evaluation / 'metrics.parquet'}   fyp-eval: CLIP score, frame consistency, pose AP per video; summary.json\n"
         f"  tensorboard --logdir {out}   (stage1/logs and stage2/logs)"
     )

@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     with av.open(str(video)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 16 and frames[0].shape == (64, 128, 3)  # skeleton | generated, 64 px
-    sidecar = json.loads(video.with_suffix(".json").read_text())
+    sidecar = json.loads(video.with_name(video.name + ".json").read_text())
     assert sidecar["windows"] == [[0, 8], [4, 8], [8, 8]] and sidecar["models"]["video_layers"].endswith("video_layers")
     assert str(video) in proc.stdout
     # fyp-eval on the generated folder: the generated half of the video against the driving video's keypoints

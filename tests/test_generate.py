@@ -235,8 +235,8 @@ def test_generate_from_a_skeleton_video_side_by_side(parts, skeleton_video, tmp_
     assert code == 0, err
     frames = decode(out)
     assert len(frames) == 16 and frames[0].shape == (SIZE, 2 * SIZE, 3)
-    sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar["seed"] == 5 and sidecar["frames"] == 16 and sidecar["windows"] == [[0, 8], [4, 8], [8, 8]]
+    sidecar = json.loads((tmp_path / "clip.mp4.json").read_text())
+    assert sidecar["seed"] == 5 and sidecar["video"] == "clip.mp4" and sidecar["frames"] == 16 and sidecar["windows"] == [[0, 8], [4, 8], [8, 8]]
     assert sidecar["settings"]["guidance"] == 12.5 and sidecar["settings"]["window"] == 8 and sidecar["fps"] == 8
     assert sidecar["models"]["video_layers"] == parts["video_layers"] and sidecar["models"]["skeleton_style"] == "openpose"
     pose = sidecar["pose"]
@@ -253,7 +253,7 @@ def test_generate_from_keypoints_a_folder_and_a_driving_video(parts, skeleton_vi
                             "--output", str(tmp_path / "k.gif"), "--num-frames", "9")  # fmt: skip
     assert code == 0, err
     assert Image.open(tmp_path / "k.gif").n_frames == 9
-    sidecar = json.loads((tmp_path / "k.json").read_text())
+    sidecar = json.loads((tmp_path / "k.gif.json").read_text())
     assert sidecar["pose"]["kind"] == "keypoints" and sidecar["pose"]["keypoints"].endswith("keypoints.parquet")
 
     folder = tmp_path / "frames"
@@ -263,18 +263,18 @@ def test_generate_from_keypoints_a_folder_and_a_driving_video(parts, skeleton_vi
     code, _, err = generate(parts, capsys, "--pose", str(folder), "--prompt", "a man", "--output", str(tmp_path / "f.mp4"),
                             "--frame-stride", "2")  # fmt: skip
     assert code == 0, err
-    sidecar = json.loads((tmp_path / "f.json").read_text())
+    sidecar = json.loads((tmp_path / "f.mp4.json").read_text())
     assert sidecar["frames"] == 6 and sidecar["pose"]["source_frames"] == [0, 2, 4, 6, 8, 10] and len(decode(tmp_path / "f.mp4")) == 6
 
     out = tmp_path / "d.mp4"
     code, _, err = generate(parts, capsys, "--pose", str(CARPHONE), "--pose-backend", "mediapipe", "--prompt", "a man",
                             "--output", str(out), "--num-frames", "10")  # fmt: skip
     assert code == 0, err
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads((tmp_path / "d.mp4.json").read_text())
     assert sidecar["pose"]["kind"] == "driving_video" and len(decode(out)) == 10
     keypoints = pq.read_table(sidecar["pose"]["keypoints"]).to_pandas()  # written beside the video
-    assert sidecar["pose"]["keypoints"] == str(tmp_path / "d.keypoints.parquet") and len(keypoints) == 10
-    assert sidecar["pose"]["keypoints_sha256"] == hashlib.sha256((tmp_path / "d.keypoints.parquet").read_bytes()).hexdigest()
+    assert sidecar["pose"]["keypoints"] == str(tmp_path / "d.mp4.keypoints.parquet") and len(keypoints) == 10  # d.gif's would not clash
+    assert sidecar["pose"]["keypoints_sha256"] == hashlib.sha256((tmp_path / "d.mp4.keypoints.parquet").read_bytes()).hexdigest()
     assert (keypoints["status"] == "ok").sum() >= 8 and sidecar["pose"]["source_frames"][:3] == [0, 4, 7]
 
 
@@ -293,7 +293,7 @@ def test_prompts_file_runs_each_line_and_resumes(parts, skeleton_video, tmp_path
     manifest = json.loads((tmp_path / "out" / "generate_manifest.json").read_text())
     assert manifest["counts"] == {"ok": 2, "skipped": 0, "failed": 2}
     assert len(decode(tmp_path / "out" / "one.mp4")) == 4 and Image.open(tmp_path / "out" / "two.gif").n_frames == 5
-    assert json.loads((tmp_path / "out" / "two.json").read_text())["settings"]["guidance"] == 3.0
+    assert json.loads((tmp_path / "out" / "two.gif.json").read_text())["settings"]["guidance"] == 3.0
     code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
     assert stdout.count("(skipped)") == 2
 
@@ -326,10 +326,10 @@ def test_a_changed_pose_source_is_not_taken_for_done(parts, skeleton_video, tmp_
         jobs.write_text(json.dumps({"prompt": "a", "pose": str(source), "num_frames": 4, "output": "x.mp4", "seed": 3}) + "\n")
         code, stdout, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
         assert code == 0 and "(ok)" in stdout, err
-        assert json.loads((tmp_path / "out" / "x.json").read_text())["pose"]["source"] == str(source)
+        assert json.loads((tmp_path / "out" / "x.mp4.json").read_text())["pose"]["source"] == str(source)
     code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
     assert "(skipped)" in stdout
-    (tmp_path / "out" / "x.json").write_text('{"not": "ours"}')
+    (tmp_path / "out" / "x.mp4.json").write_text('{"not": "ours"}')
     code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
     assert code == 0 and "(ok)" in stdout
 
@@ -420,3 +420,179 @@ def test_console_script_exit_code_and_no_traceback(parts, tmp_path):
                            "--prompt", "a", "--output", str(tmp_path / "o.mp4")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no-base" in proc.stderr and proc.stderr.startswith("fyp-generate: error:")
+
+
+# ------------------------------------------------------------------ issue 18: where fyp-generate and the pipeline write
+
+
+def test_save_pretrained_refuses_a_folder_that_is_not_a_saved_pipeline_and_keeps_other_files_of_one(pipe, tmp_path):
+    notes = tmp_path / "mine"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("my notes\n")
+    (notes / "unet").mkdir()  # a name the pipeline uses, in a folder that is not a saved pipeline
+    (notes / "unet" / "keep.txt").write_text("keep me\n")
+    with pytest.raises(FileExistsError, match=r"mine is not empty and not a saved Follow-Your-Pose pipeline \(no fyp_pipeline.json\)"):
+        pipe.save_pretrained(notes)
+    assert (notes / "notes.txt").read_text() == "my notes\n" and (notes / "unet" / "keep.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temp folder left beside it
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file, not a folder"):
+        pipe.save_pretrained(a_file)
+
+    saved = pipe.save_pretrained(tmp_path / "pipe")  # a saved pipeline: its own parts are replaced, the rest kept
+    (saved / "README.md").write_text("# my pipeline\n")
+    (saved / "unet" / "stale.bin").write_text("old part")
+    pipe.save_pretrained(saved)
+    assert (saved / "README.md").read_text() == "# my pipeline\n" and not (saved / "unet" / "stale.bin").exists()
+    assert FollowYourPosePipeline.from_pretrained(saved).skeleton_style == "openpose"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (pipe.save_pretrained(empty) / "fyp_pipeline.json").is_file()
+
+
+def test_height_and_width_are_bounded_in_the_cli_and_the_pipeline(parts, pipe, tmp_path, capsys):
+    # a missing --base: the bound is checked before anything is loaded
+    code = generate_main(["--base", str(tmp_path / "no-base"), "--pose", "p.mp4", "--prompt", "a", "--output", str(tmp_path / "o.mp4"),
+                          "--height", "65536"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("fyp-generate: error: --height must be in [1, 4096] pixels") and "65536" in err
+    assert len(err.strip().splitlines()) == 1
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"prompt": "a", "pose": "p.mp4", "width": 65536}) + "\n")
+    code, _, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(tmp_path / "out"))
+    assert code == 2 and "jobs.jsonl:1: width must be in [1, 4096] pixels" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match=r"height must be a positive multiple of 16 \(the pose encoder's downscale\) up to 4096, got 4112"):
+        pipe("a", None, num_frames=1, height=4112, width=16, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"num_inference_steps must be in \[1, 1000\] \(the scheduler's training steps\), got 5000"):
+        pipe("a", None, num_frames=1, height=16, width=16, num_inference_steps=5000, progress=False)
+
+
+def test_an_output_that_is_an_input_is_refused_by_resolved_path(parts, skeleton_video, tmp_path, capsys):
+    pose = tmp_path / "pose.mp4"
+    pose.write_bytes((skeleton_video / "skeleton.mp4").read_bytes())
+    original = pose.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(pose)
+    code, _, err = generate(parts, capsys, "--pose", str(tmp_path / "link.mp4"), "--prompt", "a", "--output", str(pose), "--num-frames", "4")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"output {pose} is the pose source (--pose) ({pose})" in err and "choose another output" in err
+    assert pose.read_bytes() == original
+    code, _, err = generate(parts, capsys, "--pose", str(pose), "--prompt", "a", "--output", str(Path(parts["pose_encoder"]) / "x.mp4"))
+    assert code == 2 and "lies inside the model given as --pose-encoder" in err and not (Path(parts["pose_encoder"]) / "x.mp4").exists()
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "skel.mp4").write_bytes(original)
+    prompts = out / "a.mp4.json"  # a --prompts file with the name of a sidecar
+    prompts.write_text("\n".join(json.dumps(line) for line in [
+        {"prompt": "a", "pose": str(out / "skel.mp4"), "num_frames": 4, "output": "skel.mp4"},  # its own pose source
+        {"prompt": "a", "pose": str(pose), "num_frames": 4, "output": "a.mp4"},  # its sidecar: the prompts file
+        {"prompt": "a", "pose": str(pose), "num_frames": 4, "output": "pose_of_line_4.mp4"},  # another line's pose source
+        {"prompt": "a", "pose": str(out / "pose_of_line_4.mp4"), "num_frames": 4, "output": "good.mp4"},
+    ]) + "\n")  # fmt: skip
+    text = prompts.read_text()
+    (out / "pose_of_line_4.mp4").write_bytes(original)
+    code, stdout, err = generate(parts, capsys, "--prompts", str(prompts), "--output", str(out))
+    assert code == 2 and "Traceback" not in err
+    assert f"a.mp4.json:1: output {out / 'skel.mp4'} is line 1's pose source" in err
+    assert f"a.mp4.json:2: output {out / 'a.mp4'}: its sidecar file a.mp4.json is the --prompts file" in err
+    assert f"a.mp4.json:3: output {out / 'pose_of_line_4.mp4'} is line 4's pose source" in err
+    assert (out / "skel.mp4").read_bytes() == original and (out / "pose_of_line_4.mp4").read_bytes() == original and prompts.read_text() == text
+    assert json.loads((out / "generate_manifest.json").read_text())["counts"] == {"ok": 1, "skipped": 0, "failed": 3}
+    assert len(decode(out / "good.mp4")) == 4
+
+
+def test_sidecars_are_named_after_the_whole_file_name_and_resume_reads_old_ones(parts, skeleton_video, tmp_path, capsys):
+    pose = str(skeleton_video / "skeleton.mp4")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps({"prompt": "a", "pose": pose, "num_frames": 4, "output": name, "seed": 1})
+                              for name in ("clip.mp4", "clip.gif", "generate_manifest.mp4")) + "\n")  # fmt: skip
+    out = tmp_path / "out"
+    code, _, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(out))
+    assert code == 0, err
+    for name in ("clip.mp4", "clip.gif", "generate_manifest.mp4"):
+        assert json.loads((out / f"{name}.json").read_text())["video"] == name
+    assert json.loads((out / "generate_manifest.json").read_text())["counts"] == {"ok": 3, "skipped": 0, "failed": 0}
+    assert not (out / "clip.json").exists()
+    code, stdout, _ = generate(parts, capsys, "--prompts", str(jobs), "--output", str(out))
+    assert stdout.count("(skipped)") == 3
+
+    # a sidecar of an earlier version (clip.json) counts for the video it names, and only for that one
+    (out / "clip.mp4.json").rename(out / "clip.json")
+    (out / "clip.gif.json").unlink()
+    code, stdout, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(out))
+    assert code == 0 and f"{out / 'clip.mp4'} (skipped)" in stdout and f"{out / 'clip.gif'} (ok)" in stdout, err
+    assert json.loads((out / "clip.json").read_text())["video"] == "clip.mp4"  # not the gif's: it stays
+    assert json.loads((out / "clip.gif.json").read_text())["video"] == "clip.gif"
+
+
+def test_a_bad_output_path_is_named_before_the_model_is_loaded(skeleton_video, tmp_path, capsys):
+    pose = str(skeleton_video / "skeleton.mp4")
+    missing_base = ["--base", str(tmp_path / "no-base"), "--pose", pose, "--prompt", "a"]
+    (tmp_path / "x.mp4").mkdir()
+    (tmp_path / "y.mp4.json").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    for output, expected in ((tmp_path / "x.mp4", f"output {tmp_path / 'x.mp4'} is an existing folder"),
+                             (tmp_path / "y.mp4", f"output {tmp_path / 'y.mp4'}: its sidecar file y.mp4.json is an existing folder"),
+                             (tmp_path / "a_file" / "z.mp4", f"{tmp_path / 'a_file'} is a file, not a folder")):  # fmt: skip
+        code = generate_main([*missing_base, "--output", str(output)])  # the output is named, not the missing base
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and "no-base" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_prompt_outputs_outside_the_folder_or_written_twice_fail_before_sampling(parts, skeleton_video, tmp_path, capsys):
+    pose = str(skeleton_video / "skeleton.mp4")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "escape").symlink_to(elsewhere)
+    (out / "alias").symlink_to(out)
+    (out / "x.mp4").mkdir()
+    (out / "sub").write_text("a file")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps({"prompt": "a", "pose": pose, "num_frames": 4, "output": name})
+                              for name in ("escape/e.mp4", "x.mp4", "sub/s.mp4", "one.mp4", "alias/one.mp4")) + "\n")  # fmt: skip
+    code, stdout, err = generate(parts, capsys, "--prompts", str(jobs), "--output", str(out))
+    assert code == 2 and "Traceback" not in err
+    assert f"jobs.jsonl:1: output {out / 'escape' / 'e.mp4'} is written to {elsewhere / 'e.mp4'}, outside the output folder {out}" in err
+    assert "jobs.jsonl:2: output" in err and "x.mp4 is an existing folder" in err
+    assert f"jobs.jsonl:3: output {out / 'sub' / 's.mp4'}: {out / 'sub'} is a file, not a folder" in err
+    assert "jobs.jsonl:5: output alias/one.mp4 is also line 4's output" in err
+    assert list(elsewhere.iterdir()) == [] and len(decode(out / "one.mp4")) == 4
+    manifest = json.loads((out / "generate_manifest.json").read_text())
+    assert manifest["counts"] == {"ok": 1, "skipped": 0, "failed": 4}
+    assert all("seconds" not in v for v in manifest["videos"] if v["status"] == "failed")
+
+
+def test_ctrl_c_during_prompts_writes_the_manifest_of_what_was_done_and_exits_130(parts, skeleton_video, tmp_path):
+    import os
+    import signal
+    import time
+
+    pose = str(skeleton_video / "skeleton.mp4")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in [
+        {"prompt": "a", "pose": pose, "num_frames": 4, "steps": 1, "output": "first.mp4"},
+        {"prompt": "a", "pose": pose, "num_frames": 32, "steps": 1000, "output": "second.mp4"},  # minutes: interrupted
+        {"prompt": "a", "pose": pose, "num_frames": 4, "output": "third.mp4"},
+    ]) + "\n")  # fmt: skip
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "fyp-generate"), "--base", parts["base"], "--pose-encoder", parts["pose_encoder"],
+               "--video-layers", parts["video_layers"], "--height", str(SIZE), "--width", str(SIZE), "--no-progress",
+               "--prompts", str(jobs), "--output", str(out)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        first = proc.stdout.readline()
+        assert first.strip() == f"{out / 'first.mp4'} (ok)", first + proc.stderr.read()
+        time.sleep(1.0)  # the second line is sampling now (it would take minutes)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fyp-generate: interrupted (Ctrl-C) at {jobs}:2: 1 of 3 video(s) done"), stderr
+    manifest = json.loads((out / "generate_manifest.json").read_text())
+    assert manifest["counts"] == {"ok": 1, "skipped": 0, "failed": 0, "interrupted": 1} and manifest["not_run"] == [3]
+    assert [v["status"] for v in manifest["videos"]] == ["ok", "interrupted"]
+    assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "first.mp4.json", "generate_manifest.json"]  # no half of the second

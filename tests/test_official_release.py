@@ -242,9 +242,9 @@ def test_fyp_generate_reads_every_layout_to_the_same_frames(release, driving_key
     assert videos["bare"].shape == (4, SIZE, SIZE, 3)
     assert all(np.array_equal(v, videos["bare"]) for v in videos.values())
 
-    sidecar = json.loads((tmp_path / "bin.json").read_text())
+    sidecar = json.loads((tmp_path / "bin.mp4.json").read_text())
     assert sidecar["models"]["skeleton_style"] == "mmpose" and sidecar["pose"]["skeleton_style"] == "mmpose"
-    parent = json.loads((tmp_path / "parent.json").read_text())["models"]  # which checkpoint the parent folder gave
+    parent = json.loads((tmp_path / "parent.mp4.json").read_text())["models"]  # which checkpoint the parent folder gave
     assert parent["video_layers"] == str(checkpoints)
     assert parent["video_layers_file"] == str(checkpoints / "followyourpose_checkpoint-1000" / "pytorch_model.bin")
     # the keypoints are drawn in the encoder's (MMPose) style: the pipeline gets exactly those skeletons
@@ -292,7 +292,7 @@ def test_extract_poses_then_generate_agree_on_the_frame_rate_by_default(release,
         code = generate_main(["--base", str(release["base"]), "--video-layers", str(release["bare"]), "--pose", str(source), "--prompt", "a", "--num-frames", "12", "--steps", "1",
                               "--height", str(SIZE), "--width", str(SIZE), "--no-progress", "--output", str(out)])  # fmt: skip
         assert code == 0, capsys.readouterr().err
-        sidecar = json.loads(out.with_suffix(".json").read_text())
+        sidecar = json.loads(out.with_name(out.name + ".json").read_text())
         assert sidecar["pose"]["keypoint_rows"] == list(range(12))  # frame for frame
         assert len(decode(out)) == 12
     code = generate_main(["--base", str(release["base"]), "--video-layers", str(release["bare"]), "--pose", str(skeleton), "--prompt", "a", "--num-frames", "30",
@@ -326,14 +326,14 @@ def test_the_readme_official_weights_walkthrough_runs_as_written(release, tmp_pa
     outputs = [Path(w) for c in commands if c.startswith("fyp-generate") for w in shlex.split(c)[shlex.split(c).index("--output") + 1 :][:1]]
     assert len(outputs) == 2
     for out in outputs:
-        sidecar = json.loads((tmp_path / out).with_suffix(".json").read_text())
+        sidecar = json.loads((tmp_path / f"{out}.json").read_text())
         assert sidecar["models"]["skeleton_style"] == "mmpose" and sidecar["models"]["video_layers"].endswith("followyourpose_checkpoint-1000")
         assert sidecar["pose"]["kind"] == "skeleton_video" and sidecar["frames"] == 24 and sidecar["height"] == SIZE
         assert len(decode(tmp_path / out)) == 24
     # the example stand-in (untagged, 30 fps) gives 8 pose frames a second; extract-poses' video feeds frame for frame
-    example = json.loads((tmp_path / outputs[0]).with_suffix(".json").read_text())["pose"]
+    example = json.loads((tmp_path / f"{outputs[0]}.json").read_text())["pose"]
     assert example["source_frames"] == [math.ceil(k * 30 / 8 - 0.5) for k in range(24)]  # nearest frame, earlier on a tie
-    own = json.loads((tmp_path / outputs[1]).with_suffix(".json").read_text())["pose"]
+    own = json.loads((tmp_path / f"{outputs[1]}.json").read_text())["pose"]
     assert own["source_frames"] == list(range(24)) and own["skeleton_style"] == "mmpose"
 
 
