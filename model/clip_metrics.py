@@ -10,6 +10,9 @@
 Cosines are computed in float64 from the model's embeddings as ``a.b / sqrt((a.a)(b.b))``, so a frame compared
 with itself gives exactly 1.0, and means are exact sums (:func:`math.fsum`); frames are embedded in an order of
 their own (:meth:`ClipEmbedder.image_embeddings`), so no figure depends on the order of the frames, to the last bit.
+A video is embedded as it is decoded (:class:`ImageEmbeddingStream`: each frame made the model's small input at once,
+a batch of those held); for a video of at most a batch of distinct frames that is the same to the last bit, for a
+longer one the batches follow the video's order, which can move the figures in their last bits (about 1e-6).
 """
 
 from __future__ import annotations
@@ -115,28 +118,85 @@ class ClipEmbedder:
         distinct frames go to the model ``batch_size`` at a time in the order of their content hashes, so the
         batches, and so every bit of the result, do not depend on the frames' order (a batched model can differ in
         the last bits between batch compositions)."""
-        import torch
-
         by_key: dict[bytes, np.ndarray] = {}
         keys = []
         for frame in frames:
             frame = np.ascontiguousarray(frame)
-            key = hashlib.blake2b(frame.tobytes(), digest_size=16, person=str(frame.shape).encode()[:16]).digest()
+            key = frame_key(frame)
             by_key.setdefault(key, frame)
             keys.append(key)
         order = sorted(by_key)
-        chunks = []
-        for start in range(0, len(order), batch_size):
-            batch = [by_key[key] for key in order[start : start + batch_size]]
-            # channels_last stated: a 1- or 3-pixel-tall frame would otherwise be read as channels-first
-            pixels = self.processor.image_processor(images=batch, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
-            with torch.inference_mode():
-                out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
-            chunks.append(_features(out))
+        chunks = [self.embed_batch([by_key[key] for key in order[start : start + batch_size]]) for start in range(0, len(order), batch_size)]
         if not chunks:
             return np.zeros((0, self.model.config.projection_dim), np.float32)
         row_of = {key: i for i, key in enumerate(order)}
         return np.concatenate(chunks)[[row_of[key] for key in keys]]
+
+    def embed_batch(self, frames: list[np.ndarray]) -> np.ndarray:
+        """(n, d) embeddings of these frames, in one model call."""
+        return self.embed_pixels(self.pixel_values(frames))
+
+    def pixel_values(self, frames: list[np.ndarray]):
+        """The model's input for these frames: (n, 3, s, s) float tensor (resized, cropped, normalised; each frame on
+        its own, so one frame at a time gives the same values)."""
+        # channels_last stated: a 1- or 3-pixel-tall frame would otherwise be read as channels-first
+        return self.processor.image_processor(images=frames, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
+
+    def embed_pixels(self, pixels) -> np.ndarray:
+        """(n, d) embeddings of :meth:`pixel_values`' output, in one model call."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
+        return _features(out)
+
+
+def frame_key(frame: np.ndarray) -> bytes:
+    """A frame's content hash (its pixels and shape): equal frames, one key."""
+    return hashlib.blake2b(frame.tobytes(), digest_size=16, person=str(frame.shape).encode()[:16]).digest()
+
+
+class ImageEmbeddingStream:
+    """The embeddings of a video's frames handed in one at a time (:meth:`add`), holding no frame: each distinct
+    frame is made the model's input at once (:meth:`ClipEmbedder.pixel_values`, 3 x 224 x 224 for CLIP, whatever the
+    frame's size) and embedded once, ``batch_size`` distinct frames per model call, each call's frames in the order
+    of their content hashes. :meth:`result` gives what :meth:`ClipEmbedder.image_embeddings` gives for the whole
+    list: the very same for at most ``batch_size`` distinct frames, else the same but for the last bits (the batches
+    follow the frames' order)."""
+
+    def __init__(self, embedder: ClipEmbedder, batch_size: int) -> None:
+        self.embedder, self.batch_size = embedder, batch_size
+        self.pending: dict = {}  # key -> model input (3, s, s) of the distinct frames not embedded yet
+        self.row_of: dict[bytes, int] = {}  # key -> its row in the embedded chunks
+        self.chunks: list[np.ndarray] = []
+        self.keys: list[bytes] = []  # one per frame added
+
+    def add(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame)
+        key = frame_key(frame)
+        self.keys.append(key)
+        if key not in self.row_of and key not in self.pending:
+            self.pending[key] = self.embedder.pixel_values([frame])[0]
+            if len(self.pending) >= self.batch_size:
+                self._embed_pending()
+
+    def _embed_pending(self) -> None:
+        import torch
+
+        if not self.pending:
+            return
+        order = sorted(self.pending)
+        embedded = len(self.row_of)
+        self.chunks.append(self.embedder.embed_pixels(torch.stack([self.pending[key] for key in order])))
+        self.row_of.update((key, embedded + i) for i, key in enumerate(order))
+        self.pending = {}
+
+    def result(self) -> np.ndarray:
+        """(n, d): the embedding of every frame added, in order."""
+        self._embed_pending()
+        if not self.chunks:
+            return np.zeros((0, self.embedder.model.config.projection_dim), np.float32)
+        return np.concatenate(self.chunks)[[self.row_of[key] for key in self.keys]]
 
 
 def _features(out) -> np.ndarray:

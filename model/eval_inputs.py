@@ -2,8 +2,16 @@
 
 - A **folder**: every ``fyp-generate`` JSON sidecar in it (any depth) is one video: its prompt, its size (for a
   side-by-side video, only the generated right-hand part is scored) and the keypoints file and rows of its pose
-  frames. A video file (``.mp4``, ``.gif``) without a sidecar is an item that cannot be scored (its prompt is
-  unknown), as is a sidecar whose video is gone.
+  frames. A sidecar is the video's file name + ``.json`` (``clip.mp4.json``; older ``fyp-generate`` wrote
+  ``clip.json``, which is read too); it names its video (``"video"``), a file beside it; the run manifest
+  ``generate_manifest.json`` is never one. When two sidecars name one video, ``clip.mp4.json`` is taken, then
+  ``clip.json``. A video file (``.mp4``, ``.gif``) without a sidecar is an item that cannot be scored (its prompt
+  is unknown), as is a sidecar whose video is gone.
+  Only files inside the folder are read or scored: a sidecar whose ``video`` is a path (absolute, ``../x.mp4``,
+  ``sub/x.mp4``) is an item carrying that error, and so is a video or sidecar that is a symlink to a file outside
+  the folder (list such a video in a JSONL INPUT to score it). Only regular files up to
+  :data:`MAX_SIDECAR_BYTES` are read as sidecars: a FIFO, a device, a symlink to one, or a larger file is skipped
+  with a warning naming it (and a video beside it says so).
   The sidecar's keypoints file is found at the path it records, else by its name beside the sidecar (files moved
   together); either way it must be the very file the video was made from (the sidecar's ``keypoints_sha256``).
   A sidecar with a missing or wrongly typed field is an item carrying that error.
@@ -15,7 +23,8 @@
   dancers on black can look like a skeleton video); and ``keypoint_rows``, the keypoints file's row for each
   frame (not for a driving video: its poses are extracted at the video's frame rate, pose frame i for frame i).
   Relative paths are taken from the current folder, else from the JSONL file's folder. A bad line is an item
-  carrying its error; the other lines are scored.
+  carrying its error; the other lines are scored. The JSONL must be a regular file of at most
+  :data:`MAX_JSONL_BYTES`, and each ``video`` a regular file (a FIFO would never end).
 
 Frame i of the video is compared with pose frame i: row ``keypoint_rows[i]`` when the rows are known (a sidecar
 records them), else the pose frame at the video frame's time ``i / fps``, sampled as ``fyp-generate`` samples a
@@ -25,13 +34,16 @@ pose source (nearest frame per tick).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import reprlib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.generate_cli import SIDECAR_FORMAT
+from model.generate_cli import MANIFEST_NAME, SIDECAR_FORMAT
+from model.generate_outputs import old_sidecar_path, sidecar_path
 from model.pose_source import KINDS
 from pose_data.manifest import file_sha256
 from pose_data.video_writer import VIDEO_SUFFIXES
@@ -41,6 +53,56 @@ POSE_KINDS = tuple(k for k in KINDS if k != "auto")
 JSONL_KEYS = ("video", "prompt", "pose", "pose_kind", "keypoint_rows")
 #: The frame rates a sidecar may record (video runs at 1-240 fps; beyond these is a broken or hostile file).
 MIN_FPS, MAX_FPS = 0.01, 10_000.0
+#: The largest file read as a sidecar (fyp-generate's are a few KB, a few hundred KB for thousands of frames).
+MAX_SIDECAR_BYTES = 16 * 2**20
+#: The largest JSONL INPUT (about a million lines of video, prompt and pose).
+MAX_JSONL_BYTES = 256 * 2**20
+
+log = logging.getLogger(__name__)
+
+
+class SkippedFile(ValueError):
+    """A file fyp-eval does not read: not a regular file, or larger than it reads; ``reason`` says which."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, for a message ("a FIFO", "a folder", ...)."""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` (symlinks followed) when it is a regular file of at most ``limit`` bytes; else
+    :class:`SkippedFile` naming what it is: a FIFO (reading it waits forever), a device (``/dev/zero`` never ends),
+    or a file too large (a sparse 6 GB file would fill the memory). Opened without blocking, checked again once open."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise SkippedFile(path, f"{file_kind(mode)}, not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as err:
+        raise SkippedFile(path, f"cannot be opened ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # replaced between the two looks
+            raise SkippedFile(path, f"{file_kind(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise SkippedFile(path, f"{_size(info.st_size)}, larger than the {_size(limit)} fyp-eval reads")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew meanwhile
+        raise SkippedFile(path, f"larger than the {_size(limit)} fyp-eval reads")
+    return data
 
 
 @dataclass
@@ -60,13 +122,13 @@ class EvalItem:
 
 def read_inputs(inputs: list[str]) -> list[EvalItem]:
     """The items of every INPUT (a folder or a ``.jsonl`` file); FileNotFoundError / ValueError naming an INPUT that
-    is neither, or holds no video."""
+    is neither, holds no video, or is a JSONL that is not a regular file of at most :data:`MAX_JSONL_BYTES`."""
     items: list[EvalItem] = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
             found = _from_folder(path)
-        elif path.is_file() and path.suffix.lower() == ".jsonl":
+        elif path.suffix.lower() == ".jsonl" and path.exists():
             found = _from_jsonl(path)
         elif path.exists():
             raise ValueError(f"INPUT {given}: not a folder of fyp-generate videos or a .jsonl file")
@@ -78,34 +140,101 @@ def read_inputs(inputs: list[str]) -> list[EvalItem]:
     return items
 
 
+def sidecar_names(video: Path) -> tuple[Path, Path]:
+    """Where a video's sidecar is: its file name + ``.json`` (``clip.mp4.json``), then the older ``clip.json``."""
+    return sidecar_path(video), old_sidecar_path(video)
+
+
+def _default_video_name(sidecar: Path) -> str:
+    """The video of a sidecar that does not name it: ``clip.mp4.json`` -> ``clip.mp4``, ``clip.json`` -> ``clip.mp4``."""
+    name = sidecar.name[: -len(".json")]
+    return name if name.lower().endswith(VIDEO_SUFFIXES) else name + ".mp4"
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with every symlink followed (as written, made absolute, for a name no file can have: a NUL byte)."""
+    try:
+        return path.resolve()
+    except ValueError:
+        return path.absolute()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, every symlink followed, is ``root`` (a resolved folder) or inside it."""
+    return _resolved(path).is_relative_to(root)
+
+
 def _from_folder(folder: Path) -> list[EvalItem]:
-    items, claimed, unreadable = [], set(), {}
+    root = folder.resolve()
+    unreadable: dict[Path, str] = {}  # sidecar -> why it was not read
+    listed: list[EvalItem | Path] = []  # in the sidecars' order: an item, or the resolved video of the sidecars in by_video
+    by_video: dict[Path, list[tuple[Path, Path, dict]]] = {}  # resolved video -> (video, sidecar, data) of every sidecar naming it
     for sidecar in sorted(folder.rglob("*.json")):
+        if sidecar.name == MANIFEST_NAME:
+            continue
         try:
-            data = json.loads(sidecar.read_text())
+            if sidecar.is_file() and not _inside(sidecar, root):  # (a FIFO or a device: read_capped names it)
+                raise SkippedFile(sidecar, f"a symlink to {_resolved(sidecar)}, outside the folder {folder}")
+            data = json.loads(read_capped(sidecar, MAX_SIDECAR_BYTES).decode("utf-8"))
+        except SkippedFile as err:
+            log.warning("skipped %s: %s", sidecar, err.reason)
+            unreadable[sidecar] = f"was skipped: {err.reason}"
+            continue
         except (ValueError, RecursionError, OSError) as err:  # not JSON, not UTF-8, too deep, a number too long
-            unreadable[sidecar] = type(err).__name__ if isinstance(err, RecursionError) else str(err)[:200]
+            why = type(err).__name__ if isinstance(err, RecursionError) else str(err)[:200]
+            unreadable[sidecar] = f"cannot be read as JSON ({why})"
             continue  # not ours, or a sidecar spoilt: its video says so below
         if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
             continue
-        name = data.get("video") or sidecar.with_suffix(".mp4").name
+        name = data.get("video") or _default_video_name(sidecar)
         if not isinstance(name, str):
-            items.append(EvalItem(str(sidecar), origin=str(sidecar), error=_unreadable(sidecar, f"video must be a file name, got {_shown(name)}")))
+            listed.append(EvalItem(str(sidecar), origin=str(sidecar), error=_unreadable(sidecar, f"video must be a file name, got {_shown(name)}")))
+            continue
+        if name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+            why = (f"video must be the name of a file beside the sidecar, got {name[:300]!r}: fyp-eval scores only videos "
+                   "inside a folder INPUT; to score a video elsewhere, list it in a .jsonl INPUT")  # fmt: skip
+            listed.append(EvalItem(str(sidecar), origin=str(sidecar), error=_unreadable(sidecar, why)))
             continue
         video = sidecar.parent / name
+        resolved = _resolved(video)
+        if resolved not in by_video:
+            listed.append(resolved)
+        by_video.setdefault(resolved, []).append((video, sidecar, data))
+    items, claimed = [], set()
+    for entry in listed:
+        if isinstance(entry, EvalItem):
+            items.append(entry)
+            continue
+        video, sidecar, data = min(by_video[entry], key=lambda named: _sidecar_rank(named[0], named[1]))
+        for _, other, _ in by_video[entry]:
+            if other != sidecar:
+                log.warning("skipped sidecar %s: it names the video %s, as %s does, which is taken", other, video, sidecar)
         if video.is_file():  # (False for a name no file can have, such as one with a NUL byte)
-            claimed.add(video.resolve())
+            claimed.add(entry)
+        if video.exists() and not entry.is_relative_to(root):
+            items.append(EvalItem(str(video), prompt=data.get("prompt") if isinstance(data.get("prompt"), str) else None, origin=str(sidecar),
+                                  error=f"the video {video} of sidecar {sidecar.name} is a symlink to {entry}, outside the folder "
+                                        f"{folder}: fyp-eval scores only files inside a folder INPUT; to score it, list it in a .jsonl INPUT"))  # fmt: skip
+            continue
         items.append(_from_sidecar(video, sidecar, data))
     for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
-        if video.resolve() in claimed:
+        if _resolved(video) in claimed:
             continue
-        spoilt = video.with_suffix(".json")
-        if spoilt in unreadable:
-            error = f"its sidecar {spoilt.name} cannot be read as JSON ({unreadable[spoilt]})"
+        spoilt = next((s for s in sidecar_names(video) if s in unreadable), None)
+        if spoilt is not None:
+            error = f"its sidecar {spoilt.name} {unreadable[spoilt]}"
         else:
-            error = "no fyp-generate sidecar (.json) beside it, so its prompt is unknown: list it in a .jsonl INPUT with its prompt and pose"
+            new, old = sidecar_names(video)
+            error = (f"no fyp-generate sidecar ({new.name} or {old.name}) beside it, so its prompt is unknown: list it in a .jsonl "
+                     "INPUT with its prompt and pose")  # fmt: skip
         items.append(EvalItem(str(video), origin=str(video), error=error))
     return items
+
+
+def _sidecar_rank(video: Path, sidecar: Path) -> tuple[int, str]:
+    """Which of the sidecars naming one video is taken: ``clip.mp4.json``, then ``clip.json``, then the first by name."""
+    new, old = sidecar_names(video)
+    return (0 if sidecar == new else 1 if sidecar == old else 2, str(sidecar))
 
 
 def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
@@ -133,7 +262,8 @@ def _from_sidecar(video: Path, sidecar: Path, data: dict) -> EvalItem:
         item.error = _unreadable(sidecar, err)
         return item
     if not video.is_file():
-        item.error = f"the video {video.name} of sidecar {sidecar.name} does not exist"
+        what = f"is {file_kind(video.stat().st_mode)}, not a video file" if video.exists() else "does not exist"
+        item.error = f"the video {video.name} of sidecar {sidecar.name} {what}"
         return item
     if not keypoints:
         item.no_pose = no_keypoints_reason(item.pose_kind)
@@ -217,8 +347,12 @@ def _existing(name: str, folder: Path, *, by_name: bool = False) -> Path | None:
 
 
 def _from_jsonl(file: Path) -> list[EvalItem]:
+    try:
+        text = read_capped(file, MAX_JSONL_BYTES)
+    except SkippedFile as err:
+        raise ValueError(f"INPUT {file}: {err.reason}; pass a regular .jsonl file (split a larger one into several INPUTs)") from None
     items = []
-    for number, raw in enumerate(file.read_bytes().splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
         where = f"{file}:{number}"
@@ -239,6 +373,8 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
             if video is None:
                 raise ValueError(f"the video {item.video} does not exist")
             item.video = str(video)
+            if not video.is_file():  # a FIFO would make the decoder wait forever
+                raise ValueError(f"the video {video} is {file_kind(video.stat().st_mode)}, not a video file")
             rows = values.get("keypoint_rows")
             if rows is not None and not _row_numbers(rows):
                 raise ValueError(f"keypoint_rows must be a non-empty list of row numbers >= 0, got {_shown(rows)}")
@@ -258,6 +394,8 @@ def _from_jsonl(file: Path) -> list[EvalItem]:
                 found = _existing(pose, file.parent)
                 if found is None:
                     item.no_pose = f"the pose {pose} does not exist"
+                elif not (found.is_file() or found.is_dir()):  # a FIFO would make its reader wait forever
+                    item.no_pose = f"the pose {found} is {file_kind(found.stat().st_mode)}, not a file or a folder of frames"
                 else:
                     item.pose = str(found)
         except json.JSONDecodeError as err:

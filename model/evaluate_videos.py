@@ -1,10 +1,11 @@
 """``fyp-eval``'s work: score generated videos, one row each, into ``DIR/metrics.parquet`` and ``DIR/summary.json``.
 
 Per video (an :class:`model.eval_inputs.EvalItem`): decode every frame (PyAV; for a side-by-side video only the
-generated right-hand part), then
+generated right-hand part) and hand the frames on as they come, in batches (:class:`FrameBatches`: at most a batch
+of frames is held, however long or large the video), to
 
-- CLIP score and frame consistency (:mod:`model.clip_metrics`, ``100 * cosine``);
-- the pose backend on every frame: ``person_found`` is the share of frames where it finds someone;
+- CLIP: CLIP score and frame consistency (:mod:`model.clip_metrics`, ``100 * cosine``);
+- the pose backend: ``person_found`` is the share of frames where it finds someone;
 - the requested pose frame of each frame (:mod:`model.eval_inputs`; a driving video's poses are extracted here with
   the same backend, at the video's frame rate, and kept in ``DIR/poses/``), and COCO keypoint AP
   (:mod:`model.pose_accuracy`) over the frames that have one.
@@ -49,6 +50,7 @@ import logging
 import math
 import os
 import reprlib
+import stat
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -61,13 +63,14 @@ from model.clip_metrics import (
     SCALE,
     ClipEmbedder,
     ClipModelLoadError,
+    ImageEmbeddingStream,
     clip_score,
     exact_mean,
     frame_clip_cosines,
     frame_consistency,
 )
 from model.eval_config import EvalConfig
-from model.eval_inputs import EvalItem, no_keypoints_reason
+from model.eval_inputs import EvalItem, file_kind, no_keypoints_reason
 from model.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
 from pose_data.atomic import atomic_path, write_json_atomic
 from pose_data.clip_writer import frame_to_rgb
@@ -78,6 +81,8 @@ log = logging.getLogger(__name__)
 FORMAT = "fyp-eval"
 #: Part of every resume key: a change to what is scored (or how) makes earlier journals' rows stale.
 KEY_VERSION = "fyp-eval/3"
+#: The longest line of ``DIR/scored.jsonl`` read (a row holds a few figures per frame, about 100 bytes a frame).
+MAX_JOURNAL_LINE_BYTES = 64 * 2**20
 OK, FAILED = "ok", "failed"
 SCHEMA = pa.schema([
     ("path", pa.string()), ("origin", pa.string()), ("prompt", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -182,17 +187,57 @@ def resume_key(stamp: dict | None, models: dict) -> str | None:
     return hashlib.sha256(json.dumps({**stamp, "models": models}, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def decode_frames(item: EvalItem) -> tuple[list[np.ndarray], float]:
-    """Every frame of the video (the generated part of a side-by-side one) and its frame rate; VideoDecodeError
-    when there is none, or a side-by-side video is not twice as wide as its generated part."""
-    frames: list[np.ndarray] = []
-    span = decode_video(item.video, on_frame=lambda frame, t: frames.append(frame_to_rgb(frame)))
-    if item.crop_width and frames:
-        whole = frames[0].shape[1]
-        if whole != 2 * item.crop_width:  # fyp-generate writes the skeleton left of the frame, both as wide
-            raise VideoDecodeError(f"a side-by-side video {whole} px wide, but its sidecar gives each half {item.crop_width} px")
-        frames = [np.ascontiguousarray(f[:, -item.crop_width :]) for f in frames]
-    return frames, item.fps or span.fps
+class FrameBatches:
+    """A video's frames as they are decoded (``on_frame`` of :func:`pose_data.video_decode.decode_video`), handed on
+    and let go: to CLIP at once (:class:`model.clip_metrics.ImageEmbeddingStream` keeps only its 224 x 224 input,
+    ``cfg.batch_size`` distinct frames per model call) and to the pose backend ``cfg.pose.batch_size`` frames per
+    call, in order; so at most one pose batch of frames is held, whatever the video's length. A side-by-side video
+    gives its right-hand ``crop_width`` columns. The models are loaded at the first frame (a video that cannot be
+    decoded loads none)."""
+
+    def __init__(self, models: Models, crop_width: int | None = None) -> None:
+        self.models, self.crop_width = models, crop_width
+        self.frames = 0
+        self.size: tuple[int, int] | None = None  # (height, width) of the first frame
+        self.people: list = []  # the persons found, per frame
+        self._pose_pending: list[np.ndarray] = []
+        self._clip: ImageEmbeddingStream | None = None
+
+    def on_frame(self, frame, t: float) -> None:
+        rgb = frame_to_rgb(frame)
+        if self.crop_width:
+            whole = rgb.shape[1]
+            if self.size is None and whole != 2 * self.crop_width:  # fyp-generate writes the skeleton left of the frame, both as wide
+                raise VideoDecodeError(f"a side-by-side video {whole} px wide, but its sidecar gives each half {self.crop_width} px")
+            rgb = np.ascontiguousarray(rgb[:, -self.crop_width :])
+        if self.size is None:
+            self.size = rgb.shape[:2]
+        self.frames += 1
+        if self._clip is None:
+            self._clip = ImageEmbeddingStream(self.models.clip, self.models.cfg.batch_size)
+        self._clip.add(rgb)
+        self._pose_pending.append(rgb)
+        if len(self._pose_pending) >= self.models.cfg.pose.batch_size:
+            self._find_people()
+
+    def _find_people(self) -> None:
+        if self._pose_pending:
+            self.people.extend(self.models.pose(self._pose_pending))
+            self._pose_pending = []
+
+    def finish(self) -> np.ndarray:
+        """The last batches handed on; returns the (frames, d) CLIP embeddings."""
+        self._find_people()
+        return self._clip.result() if self._clip is not None else np.zeros((0, 0), np.float32)
+
+
+def stream_frames(item: EvalItem, models: Models) -> tuple[FrameBatches, np.ndarray, float]:
+    """Decode the video, handing its frames on as they come (:class:`FrameBatches`); returns them (frame count,
+    size, persons found), the CLIP embedding of every frame and the frame rate. VideoDecodeError when there is no
+    frame, or a side-by-side video is not twice as wide as its generated part."""
+    batches = FrameBatches(models, item.crop_width)
+    span = decode_video(item.video, on_frame=batches.on_frame)
+    return batches, batches.finish(), item.fps or span.fps
 
 
 def requested_rows(item: EvalItem, frames: int, fps: float, models: Models, poses_dir: Path) -> tuple[list[dict] | None, float, str | None]:
@@ -264,22 +309,16 @@ def score_video(item: EvalItem, models: Models, poses_dir: Path) -> dict:
     if item.error:
         return {**row, "status": FAILED, "reason": item.error}
     try:
-        frames, fps = decode_frames(item)
+        decoded, images, fps = stream_frames(item, models)
     except VideoDecodeError as err:
         return {**row, "status": FAILED, "reason": f"the video cannot be decoded: {err.reason}"}
-    height, width = frames[0].shape[:2]
-    clip = models.clip
-    images = clip.image_embeddings(frames, models.cfg.batch_size)
-    text = clip.text_embedding(item.prompt)
-    people = []
-    batch = models.cfg.pose.batch_size
-    for start in range(0, len(frames), batch):
-        people.extend(models.pose(frames[start : start + batch]))
-    row.update(status=OK, reason=None, frames=len(frames), fps=fps, width=width, height=height,
+    (height, width), frames, people = decoded.size, decoded.frames, decoded.people
+    text = models.clip.text_embedding(item.prompt)
+    row.update(status=OK, reason=None, frames=frames, fps=fps, width=width, height=height,
                clip_score=clip_score(text, images), frame_consistency=frame_consistency(images),
-               person_found=sum(bool(p) for p in people) / len(frames),
+               person_found=sum(bool(p) for p in people) / frames,
                frame_clip_scores=[SCALE * float(c) for c in frame_clip_cosines(text, images)],
-               frame_persons=[len(p) for p in people], _pairs=len(frames) - 1)  # fmt: skip
+               frame_persons=[len(p) for p in people], _pairs=frames - 1)  # fmt: skip
     try:
         row.update(pose_accuracy(item, people, width, height, fps, models, poses_dir))
     except (ClipModelLoadError, PoseModelLoadError):
@@ -317,12 +356,23 @@ JOURNAL_FIELDS = ("frames", "clip_score", "frame_clip_scores", "frame_persons", 
 
 def _load_scored(path: Path) -> dict[str, dict]:
     """The rows already scored; a line that is torn (a killed run) or not a whole ``ok`` row is skipped, so its video
-    is scored again."""
+    is scored again. ValueError for a journal that is not a regular file (a FIFO would never end, nor would
+    ``/dev/zero``) or has a line longer than :data:`MAX_JOURNAL_LINE_BYTES`: not fyp-eval's."""
     done: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return done
+    way_out = "remove it, or choose another --output"
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is {file_kind(mode)}, not fyp-eval's journal (a regular file): {way_out}")
+    with open(path, "rb") as f:
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_JOURNAL_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_JOURNAL_LINE_BYTES:
+                raise ValueError(f"{path}: line {number} is longer than {MAX_JOURNAL_LINE_BYTES // 2**20} MiB, so this is not "
+                                 f"fyp-eval's journal: {way_out}")  # fmt: skip
             try:
-                entry = json.loads(line)
+                entry = json.loads(raw.decode("utf-8", errors="replace"))
                 if _whole_row(entry["row"]):
                     done[str(entry["key"])] = entry["row"]
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError, pa.ArrowException):

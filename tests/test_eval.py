@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.clip_metrics import ClipEmbedder, clip_score, consecutive_cosines, frame_consistency
+from model.clip_metrics import ClipEmbedder, clip_score, consecutive_cosines, frame_clip_cosines, frame_consistency
 from model.eval_cli import main as eval_main
 from model.tiny_base import make_clip_tokenizer
 from model.tiny_clip import make_tiny_clip
@@ -454,7 +454,7 @@ def test_broken_sidecars_are_rows_naming_the_field_and_a_keypoints_file_must_be_
     """Sidecars with a field of the wrong type are failed rows naming it (never a traceback); the keypoints file is
     found where the sidecar says, else by name beside it, and is used only when it is the very file the video was
     made from (its SHA-256)."""
-    good = json.loads((generated / "side.json").read_text())
+    good = json.loads((generated / "side.mp4.json").read_text())
     folder = tmp_path / "videos"
     (folder / "elsewhere").mkdir(parents=True)
     shutil.copy(good["pose"]["keypoints"], folder / "keypoints.parquet")  # the same file, moved with the videos
@@ -546,7 +546,9 @@ def test_hostile_pose_files_and_pose_kinds_leave_pose_ap_empty_with_a_reason(ast
     assert rows["pose_ap"].isna().tolist() == [True] * 6 + [False, True, True] and rows["pose_ap"].iloc[6] == 1.0
     assert "the video ~nosuchuser/a.mp4 does not exist" in rows["reason"].iloc[7]
     assert rows["pose_reason"].iloc[8] == "the pose bad\x00name.parquet does not exist"
-    assert "records no keypoint threshold in [0, 1] (min_keypoint_score None)" in rows["pose_reason"].iloc[0]
+    # (pose_data's reader refuses a threshold that is no number; fyp-eval's own check says the same of one above 1)
+    assert f"the pose {no_threshold} " in rows["pose_reason"].iloc[0] and "min_keypoint_score" in rows["pose_reason"].iloc[0]
+    assert "None" in rows["pose_reason"].iloc[0]
     assert f"the pose {two_keypoints} cannot be read" in rows["pose_reason"].iloc[1] and "expected (17, 3)" in rows["pose_reason"].iloc[1]
     assert f"the pose {three_corners} cannot be compared: ValueError" in rows["pose_reason"].iloc[2]
     assert "keypoint_rows are given for" in rows["pose_reason"].iloc[3] and "a driving video" in rows["pose_reason"].iloc[3]
@@ -728,3 +730,226 @@ def test_a_torn_or_incomplete_journal_line_is_scored_again_and_nothing_else_is(a
     journal.write_text("\n".join(json.dumps(e) for e in (no_requested, no_pairs, entries[2])) + "\n" + torn)
     assert run() == (1, 1.0)  # the two spoilt rows are scored again, the whole one reused
     assert run() == (3, 1.0)  # and journaled whole, after the torn line
+
+
+# ------------------------------------------------------------------------------------------------ issue 18: hardening
+
+
+def sidecar(folder: Path, name: str, **fields) -> Path:
+    """A minimal fyp-generate sidecar (no pose: pose accuracy stays empty) named ``name`` in ``folder``."""
+    from model.generate_cli import SIDECAR_FORMAT
+
+    path = folder / name
+    path.write_text(json.dumps({"format": SIDECAR_FORMAT, "prompt": "an astronaut", "fps": 8.0, **fields}))
+    return path
+
+
+def small_video(path: Path, frames: int = 4) -> Path:
+    """A real 64 x 64 video (mp4 or GIF) of ``frames`` distinct frames (a GIF merges repeated ones)."""
+    return write_video([np.roll(photo("astronaut", 64), 8 * i, axis=1) for i in range(frames)], path, 8.0)
+
+
+def test_new_and_old_sidecar_names_are_read_and_clip_mp4_and_clip_gif_are_two_videos(clip_dir, tmp_path, capsys, caplog):
+    """fyp-generate names a sidecar after the video's whole file name (clip.mp4.json, clip.gif.json) and used to name
+    it after the stem (clip.json): both are read, a video with both is scored once (clip.mp4.json's), a spoilt new-style
+    sidecar is named, a sidecar without a "video" field means the video its name gives, and generate_manifest.json is
+    never a sidecar."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("clip.mp4", "clip.gif", "old.mp4", "spoilt.mp4", "nameless.gif", "generate_manifest.mp4"):
+        small_video(folder / name)
+    sidecar(folder, "clip.mp4.json", video="clip.mp4", prompt="an mp4")
+    sidecar(folder, "clip.gif.json", video="clip.gif", prompt="a gif")
+    sidecar(folder, "clip.json", video="clip.mp4", prompt="stale")  # an older run's sidecar of the same video
+    sidecar(folder, "old.json", video="old.mp4", prompt="written by an older fyp-generate")
+    (folder / "spoilt.mp4.json").write_text('{"format": "fyp-generated-video", "prompt": ')  # a killed write
+    sidecar(folder, "nameless.gif.json", prompt="no video field")
+    sidecar(folder, "generate_manifest.mp4.json", video="generate_manifest.mp4", prompt="a video named like the manifest")
+    sidecar(folder, "generate_manifest.json", video="clip.gif", prompt="the manifest")  # never a sidecar, whatever it holds
+    code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "1 of 6 video(s) could not be scored" in err and "Traceback" not in out + err
+    rows = {Path(r["origin"]).name: r for r in pd.read_parquet(tmp_path / "eval" / "metrics.parquet").to_dict("records")}
+    assert sorted(rows) == ["clip.gif.json", "clip.mp4.json", "generate_manifest.mp4.json", "nameless.gif.json", "old.json", "spoilt.mp4"]
+    assert rows["clip.mp4.json"]["prompt"] == "an mp4" and rows["clip.gif.json"]["prompt"] == "a gif"
+    assert rows["clip.mp4.json"]["path"] == str(folder / "clip.mp4") and rows["clip.gif.json"]["path"] == str(folder / "clip.gif")
+    assert rows["nameless.gif.json"]["path"] == str(folder / "nameless.gif")
+    for name in ("clip.mp4.json", "clip.gif.json", "old.json", "nameless.gif.json", "generate_manifest.mp4.json"):
+        assert rows[name]["status"] == "ok" and rows[name]["frames"] == 4, rows[name]
+    assert rows["spoilt.mp4"]["reason"].startswith("its sidecar spoilt.mp4.json cannot be read as JSON (")
+    assert f"skipped sidecar {folder / 'clip.json'}: it names the video {folder / 'clip.mp4'}" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "sparse_6gb"])
+@pytest.mark.timeout(120)
+def test_a_folder_reads_only_regular_json_files_of_bounded_size_and_names_what_it_skipped(kind, clip_dir, tmp_path, capsys, caplog):
+    """A FIFO named x.json used to hang fyp-eval forever, a symlink to /dev/zero or a 6 GB sparse file to fill the
+    memory: they are skipped with a warning naming them, the video beside says why it has no sidecar, and the rest
+    is scored."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    small_video(folder / "good.mp4")
+    sidecar(folder, "good.mp4.json", video="good.mp4")
+    small_video(folder / "x.mp4")
+    hostile = folder / "x.mp4.json"
+    if kind == "fifo":
+        os.mkfifo(hostile)
+        why = "a FIFO, not a regular file"
+    elif kind == "dev_zero":
+        hostile.symlink_to("/dev/zero")
+        why = "a character device, not a regular file"
+    else:
+        with open(hostile, "wb") as f:
+            f.truncate(6 * 2**30)  # sparse: no disk used
+        why = "6.0 GiB, larger than the 16.0 MiB fyp-eval reads"
+    code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "1 of 2 video(s) could not be scored" in err and "Traceback" not in out + err
+    rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet").set_index("path")
+    assert rows.loc[str(folder / "good.mp4"), "status"] == "ok"
+    assert rows.loc[str(folder / "x.mp4"), "reason"] == f"its sidecar x.mp4.json was skipped: {why}"
+    assert f"skipped {hostile}: {why}" in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_a_jsonl_input_must_be_a_regular_bounded_file_and_its_videos_regular_files(astronaut, clip_dir, tmp_path, capsys):
+    """A 6 GB sparse .jsonl INPUT used to be read whole (MemoryError), a FIFO listed as a video to hang the decoder:
+    the INPUT is refused in one line, the FIFO video is a row with its reason, a FIFO pose a pose reason."""
+    sparse = tmp_path / "huge.jsonl"
+    with open(sparse, "wb") as f:
+        f.truncate(6 * 2**30)
+    code, out, err = run_eval(clip_dir, capsys, str(sparse), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1] == (f"fyp-eval: error: INPUT {sparse}: 6.0 GiB, larger than the 256.0 MiB fyp-eval reads; "
+                                            "pass a regular .jsonl file (split a larger one into several INPUTs)")  # fmt: skip
+    piped = tmp_path / "piped.jsonl"
+    os.mkfifo(piped)
+    code, _, err = run_eval(clip_dir, capsys, str(piped), "--output", str(tmp_path / "eval"))
+    assert code == 2 and f"INPUT {piped}: a FIFO, not a regular file" in err
+    os.mkfifo(tmp_path / "fifo.mp4")
+    os.mkfifo(tmp_path / "fifo.parquet")
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(tmp_path / "fifo.mp4"), "prompt": "a"},
+                                         {"video": str(astronaut["video"]), "prompt": "a", "pose": str(tmp_path / "fifo.parquet")}])  # fmt: skip
+    code, out, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "1 of 2 video(s) could not be scored" in err and "Traceback" not in out + err
+    rows = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    assert rows["reason"].iloc[0] == f"{lines}:1: the video {tmp_path / 'fifo.mp4'} is a FIFO, not a video file"
+    assert rows["status"].iloc[1] == "ok" and rows["pose_reason"].iloc[1] == f"the pose {tmp_path / 'fifo.parquet'} is a FIFO, not a file or a folder of frames"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "sparse_6gb"])
+@pytest.mark.timeout(120)
+def test_a_journal_that_is_not_a_regular_file_or_has_an_endless_line_is_refused(kind, astronaut, clip_dir, tmp_path, capsys):
+    """DIR/scored.jsonl as a FIFO used to hang the run (opened to append), as a 6 GB sparse file to be read whole."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    journal = out / "scored.jsonl"
+    if kind == "fifo":
+        os.mkfifo(journal)
+        why = f"{journal} is a FIFO, not fyp-eval's journal (a regular file): remove it, or choose another --output"
+    else:
+        with open(journal, "wb") as f:
+            f.truncate(6 * 2**30)
+        why = f"{journal}: line 1 is longer than 64 MiB, so this is not fyp-eval's journal: remove it, or choose another --output"
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(astronaut["video"]), "prompt": "an astronaut"}])
+    code, stdout, err = run_eval(clip_dir, capsys, str(lines), "--output", str(out))
+    assert code == 2 and err.strip().splitlines()[-1] == f"fyp-eval: error: {why}" and "Traceback" not in stdout + err
+
+
+def test_a_sidecar_cannot_point_fyp_eval_at_a_video_outside_its_folder(clip_dir, tmp_path, capsys, caplog):
+    """A sidecar's "video" is a file beside it: an absolute path, ../x.mp4 or sub/x.mp4 is refused, and so is a video or
+    a sidecar that is a symlink to a file outside the folder; a symlink inside the folder is fine, and a JSONL INPUT
+    (the way out the message gives) scores the outside video."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = small_video(outside / "secret.mp4")
+    sidecar(outside, "planted.json", video="linked_sidecar.mp4", prompt="planted")
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    small_video(folder / "sub" / "inside.mp4")
+    sidecar(folder, "absolute.mp4.json", video=str(secret))
+    sidecar(folder, "dotdot.mp4.json", video="../outside/secret.mp4")
+    sidecar(folder, "nested.mp4.json", video="sub/inside.mp4")
+    (folder / "linked.mp4").symlink_to(secret)
+    sidecar(folder, "linked.mp4.json", video="linked.mp4")
+    small_video(folder / "linked_sidecar.mp4")
+    (folder / "linked_sidecar.mp4.json").symlink_to(outside / "planted.json")
+    small_video(folder / "real.mp4")
+    (folder / "alias.mp4").symlink_to("real.mp4")  # a symlink that stays inside
+    sidecar(folder, "alias.mp4.json", video="alias.mp4")
+    code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
+    assert code == 2 and "6 of 7 video(s) could not be scored" in err and "Traceback" not in out + err
+    table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    assert not any(str(outside) in path for path in table.loc[table["status"] == "ok", "path"])
+    reason = {Path(origin).name: r for origin, r in zip(table["origin"], table["reason"])}
+    for name, given in (("absolute.mp4.json", str(secret)), ("dotdot.mp4.json", "../outside/secret.mp4"), ("nested.mp4.json", "sub/inside.mp4")):
+        assert reason[name] == (f"sidecar {folder / name}: not a readable fyp-generate sidecar (video must be the name of a file beside "
+                                f"the sidecar, got {given!r}: fyp-eval scores only videos inside a folder INPUT; to score a video "
+                                "elsewhere, list it in a .jsonl INPUT)")  # fmt: skip
+    assert reason["linked.mp4.json"] == (f"the video {folder / 'linked.mp4'} of sidecar linked.mp4.json is a symlink to {secret}, outside "
+                                         f"the folder {folder}: fyp-eval scores only files inside a folder INPUT; to score it, list it in a .jsonl INPUT")  # fmt: skip
+    assert reason["linked_sidecar.mp4"] == (f"its sidecar linked_sidecar.mp4.json was skipped: a symlink to {outside / 'planted.json'}, "
+                                            f"outside the folder {folder}")  # fmt: skip
+    assert "no fyp-generate sidecar" in reason["inside.mp4"]  # nested.mp4.json did not claim it
+    alias = table.set_index("origin").loc[str(folder / "alias.mp4.json")]
+    assert alias["status"] == "ok" and alias["path"] == str(folder / "alias.mp4") and str(folder / "real.mp4") not in set(table["path"])
+    lines = jsonl(tmp_path / "v.jsonl", [{"video": str(secret), "prompt": "listed on purpose"}])
+    code, _, err = run_eval(clip_dir, capsys, str(lines), "--output", str(tmp_path / "eval-jsonl"))
+    assert code == 0, err
+
+
+class PoseSpy:
+    """The real pose estimator, noting how many frames each call gets and how many of the frames it was ever given
+    are still alive (held by anyone) at each call."""
+
+    def __init__(self, estimator) -> None:
+        import weakref
+
+        self.estimator, self.weakref = estimator, weakref
+        self.calls: list[int] = []
+        self.alive: list[int] = []
+        self.refs: list = []
+
+    def __call__(self, frames: list) -> list:
+        self.refs.extend(self.weakref.ref(frame) for frame in frames)
+        self.calls.append(len(frames))
+        self.alive.append(sum(ref() is not None for ref in self.refs))
+        return self.estimator(frames)
+
+
+def test_frames_are_handed_to_clip_and_the_pose_model_in_batches_and_let_go(astronaut, clip, mediapipe, tmp_path, monkeypatch):
+    """fyp-eval used to hold every decoded frame at full size (a 4K video of 600 frames: ~15 GB): the frames go to
+    CLIP and to the pose model a batch at a time as they are decoded, and are let go after; the figures are those of
+    the whole list (to the last bit for a video of at most one batch)."""
+    from model.eval_config import EvalConfig
+    from model.eval_inputs import EvalItem
+    from model.evaluate_videos import Models, score_video
+
+    image = photo("astronaut", 96)
+    frames = [np.roll(image, 4 * i, axis=1) for i in range(20)]  # 20 distinct frames
+    video = write_video(frames, tmp_path / "long.mp4", 8.0)
+    short = write_video(frames[:4], tmp_path / "short.mp4", 8.0)
+    clip_batches: list[int] = []
+    real_features = clip.model.get_image_features
+
+    def features(pixel_values, **kwargs):
+        clip_batches.append(len(pixel_values))
+        return real_features(pixel_values=pixel_values, **kwargs)
+
+    monkeypatch.setattr(clip.model, "get_image_features", features)
+    cfg = EvalConfig(clip_model="unused", device="cpu", batch_size=4, pose=PoseModelConfig(backend="mediapipe", batch_size=3))
+    models = Models(cfg)
+    models._clip, models._pose = clip, PoseSpy(mediapipe)
+    row = score_video(EvalItem(str(video), prompt="an astronaut", origin="test"), models, tmp_path / "poses")
+    assert row["status"] == "ok" and row["frames"] == 20
+    assert models.pose.calls == [3] * 6 + [2] and clip_batches == [4] * 5
+    assert max(models.pose.alive) <= 3, models.pose.alive  # the pose batch alone (CLIP keeps its small inputs), never all 20
+    decoded: list[np.ndarray] = []
+    decode_video(video, on_frame=lambda frame, t: decoded.append(frame_to_rgb(frame)))
+    text = clip.text_embedding("an astronaut")
+    whole = clip.image_embeddings(decoded, batch_size=4)
+    assert np.allclose(row["frame_clip_scores"], 100 * frame_clip_cosines(text, whole), rtol=0, atol=1e-4)
+    assert row["frame_persons"] == [len(p) for p in mediapipe(decoded)]
+    small = score_video(EvalItem(str(short), prompt="an astronaut", origin="test"), models, tmp_path / "poses")
+    decoded = []
+    decode_video(short, on_frame=lambda frame, t: decoded.append(frame_to_rgb(frame)))
+    images = clip.image_embeddings(decoded, batch_size=4)
+    assert small["clip_score"] == clip_score(text, images) and small["frame_consistency"] == frame_consistency(images)
