@@ -4,8 +4,8 @@ SOURCE is one of (``kind="auto"`` tells them apart in this order):
 
 - a folder of skeleton frames (png, jpg, jpeg, webp, bmp; natural order: ``2.png`` before ``10.png``);
 - a ``.parquet`` pose sequence from ``pose-data extract-poses`` (drawn here, in the pose encoder's style);
-- a skeleton video: an mp4 written by ``extract-poses`` (its comment tag says so), or any video whose first frame
-  is at least :data:`SKELETON_BLACK_FRACTION` near-black;
+- a skeleton video: an mp4 written by ``extract-poses`` (its comment tag says so), or any video whose frames at
+  0, 1/4, 1/2 and 3/4 of it are mostly black with coloured lines (:func:`looks_like_skeletons`);
 - otherwise a driving video, whose poses are extracted on the fly (``pose-data extract-poses``'s code and
   settings) and drawn in the pose encoder's style.
 
@@ -13,6 +13,14 @@ Sampling: videos and pose sequences have timestamps and are sampled at ``fps`` (
 or every ``frame_stride``-th frame; a folder has no timestamps and gives every ``frame_stride``-th image (default
 every one). Each frame is scaled to cover ``width`` x ``height`` and centre-cropped (nearest-neighbour, as stage 1
 resizes skeletons). A source with fewer frames than ``num_frames`` is a ValueError saying how many it has.
+
+Memory follows the output, not the source: each frame is fitted to the output size as it is decoded (drawn, read),
+a frame the sampler repeats is fitted and held once, and decoding stops once ``num_frames`` pose frames are taken.
+Without ``num_frames`` a source may give at most :data:`MAX_POSE_FRAMES_UNASKED` (a ValueError beyond, asking for
+``num_frames``). Every size read from a file is checked against :mod:`pose_data.frame_limits` before its frame is
+held or fitted: a frame image's header before decoding, a keypoints canvas before drawing, a video frame as decoded.
+Frame images are decoded by :func:`pose_data.image_decode.decode_image`: EXIF orientation applied, 16-bit grey scaled
+to 8 bits, transparent pixels black (the skeleton background).
 
 Skeleton style: the style a source is drawn in (declared with ``skeleton_style``, recorded in an extract-poses
 video or its ``keypoints.parquet``) must be the pose encoder's, unless ``allow_style_mismatch``; sources
@@ -27,20 +35,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from model.frame_transforms import cover_and_center_crop
 from pose_data.clip_writer import frame_to_rgb
+from pose_data.extract_poses_output import SKELETON_VIDEO_FORMAT
+from pose_data.frame_limits import MAX_FRAME_FILE_BYTES, MAX_FRAME_PIXELS, frame_size_problem
 from pose_data.frame_sampling import decode_sampled, make_sampler
+from pose_data.image_decode import ImageDecodeError, decode_image, image_size
 from pose_data.pose_sequence import PoseSequence, SamplingConfig, read_pose_sequence
+from pose_data.skeleton import SKELETON_STYLES
 from pose_data.video_decode import VideoDecodeError, decode_span, decode_video, probe_video
 from pose_data.video_writer import read_video_comment
 
 log = logging.getLogger(__name__)
 KINDS = ("auto", "skeleton_video", "skeleton_frames", "keypoints", "driving_video")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-#: A video whose first frame has at least this share of near-black pixels (all channels < 24) is a skeleton video.
+#: A skeleton frame has at least this share of near-black pixels (all channels < 24).
 SKELETON_BLACK_FRACTION = 0.8
+#: Strokes this thin are lines: at most this share of the stroke pixels has all 8 neighbours in strokes too (1-pixel
+#: MMPose lines with radius-3 joints: 0.12-0.23, also after MPEG-4; a 10 x 10 lamp: 0.64).
+THIN_STROKES_CORE_SHARE = 0.35
+#: The most pose frames a source may give when ``num_frames`` is not given (4 min 16 s at 8 fps): a longer video is made
+#: only when asked for, so that a long source, or one whose timestamps jump (a 6-frame video with 2000 s gaps gives
+#: 80,001 frames at 8 fps), is not taken whole by default.
+MAX_POSE_FRAMES_UNASKED = 2048
 
 
 @dataclass
@@ -73,6 +92,19 @@ def _fit(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(cover_and_center_crop(Image.fromarray(rgb), width, height))
 
 
+def _fitter(width: int, height: int, source: str):
+    """``fit(rgb, where)``: the frame fitted to the output size, once its size is within :mod:`pose_data.frame_limits`
+    (ValueError naming ``source`` and ``where`` otherwise)."""
+
+    def fit(rgb: np.ndarray, where: str) -> np.ndarray:
+        problem = frame_size_problem(rgb.shape[1], rgb.shape[0])
+        if problem:
+            raise ValueError(f"pose source {source}: {where} is {problem}; crop or resize the source to the shape of the video to make")
+        return _fit(rgb, width, height)
+
+    return fit
+
+
 class _Enough(Exception):
     pass
 
@@ -85,7 +117,10 @@ def looks_like_skeletons(rgb: np.ndarray) -> bool | None:
     subsampling and inter-frame coding (the official MMPose-style examples are 1-px lines in MPEG-4: a third of
     their strokes stay saturated), so a quarter also counts when the saturated strokes are of several hues
     (skeletons colour limbs apart; a dark scene's lights are mostly white, a coloured one mostly one hue). A frame
-    whose dim pixels (peak 24-63) outnumber its strokes three to one is a dark scene (lines leave thin fringes)."""
+    whose dim pixels (peak 24-63) outnumber its strokes three to one is a dark scene (lines leave thin fringes). Thin
+    strokes without that colour say nothing (None): a codec can wash the colour out of thin lines entirely (MPEG-4 at
+    176 x 144 leaves a tenth of an MMPose skeleton's strokes saturated, and mostly in its blue head and torso),
+    while the lights of a dark scene are blobs (:data:`THIN_STROKES_CORE_SHARE`)."""
     peak = rgb.max(axis=2)
     if (peak < 24).mean() < SKELETON_BLACK_FRACTION:
         return False
@@ -99,9 +134,20 @@ def looks_like_skeletons(rgb: np.ndarray) -> bool | None:
     bright = pixels.max(axis=1)
     saturated = pixels[bright - pixels.min(axis=1) >= 0.4 * bright]
     share = len(saturated) / len(pixels)
-    if share >= 0.5:
+    if share >= 0.5 or (share >= 0.25 and hue_concentration(saturated) < 0.8):
         return True
-    return share >= 0.25 and hue_concentration(saturated) < 0.8
+    return None if stroke_core_share(strokes) <= THIN_STROKES_CORE_SHARE else False
+
+
+def stroke_core_share(strokes: np.ndarray) -> float:
+    """The share of the ``strokes`` (a boolean mask) whose 8 neighbours are strokes too: 0 for lines 1-2 pixels wide,
+    near 1 for large blobs."""
+    core = strokes[1:-1, 1:-1].copy()
+    rows, cols = strokes.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            core &= strokes[1 + dy : rows - 1 + dy, 1 + dx : cols - 1 + dx]
+    return float(core.sum()) / max(int(strokes.sum()), 1)
 
 
 def hue_concentration(pixels: np.ndarray) -> float:
@@ -145,7 +191,7 @@ def detect_kind(path: Path) -> str:
         return "skeleton_frames"
     if path.suffix.lower() == ".parquet":
         return "keypoints"
-    if (read_video_comment(path) or {}).get("format") == "fyp-skeleton-video":
+    if (read_video_comment(path, strict=True) or {}).get("format") == SKELETON_VIDEO_FORMAT:
         return "skeleton_video"
     verdicts = [looks_like_skeletons(rgb) for rgb in _frames_at(path, (0.0, 0.25, 0.5, 0.75))]
     kind = "skeleton_video" if False not in verdicts and True in verdicts else "driving_video"
@@ -185,50 +231,68 @@ def load_pose_frames(
         raise FileNotFoundError(f"pose source {source!r} does not exist")
     if frame_stride is not None:
         fps = None  # a stride replaces sampling by time
+    limit = num_frames if num_frames is not None else MAX_POSE_FRAMES_UNASKED + 1  # one more: to tell "more than" apart
+    fit = _fitter(width, height, source)
     try:
         kind = detect_kind(path) if kind == "auto" else kind
         if kind == "skeleton_frames":
-            loaded = _from_folder(path, num_frames, frame_stride)
+            loaded = _from_folder(path, limit, frame_stride, fit)
         elif kind == "keypoints":
-            loaded = _from_keypoints(path, num_frames, fps, frame_stride, skeleton_style or encoder_style)
+            loaded = _from_keypoints(path, limit, fps, frame_stride, skeleton_style or encoder_style, fit)
         elif kind == "skeleton_video":
-            loaded = _from_skeleton_video(path, num_frames, fps, frame_stride, skeleton_style)
+            loaded = _from_skeleton_video(path, limit, fps, frame_stride, skeleton_style, fit)
         else:
-            loaded = _from_driving_video(path, num_frames, fps, frame_stride, skeleton_style or encoder_style, extract_config)
+            loaded = _from_driving_video(path, limit, fps, frame_stride, skeleton_style or encoder_style, extract_config, fit)
     except VideoDecodeError as err:
         raise ValueError(f"pose source {source}: {err.reason}") from None
     check_style(loaded.skeleton_style, encoder_style, source, allow_style_mismatch)
     count = len(loaded.frames)
+    unit = {"skeleton_frames": "image", "keypoints": "row"}.get(loaded.kind, "frame")
+    if loaded.kind == "skeleton_frames":
+        how = f"taking every {frame_stride or 1} image(s) of the folder"
+    else:
+        how = f"at every {frame_stride or 1} {unit}(s)" if fps is None else f"at {fps:g} fps"
     if num_frames is not None and count < num_frames:
-        unit = {"skeleton_frames": "image", "keypoints": "row"}.get(loaded.kind, "frame")
-        if loaded.kind == "skeleton_frames":
-            how = f"taking every {frame_stride or 1} image(s) of the folder"
-        else:
-            how = f"at every {frame_stride or 1} {unit}(s)" if fps is None else f"at {fps:g} fps"
         has = "" if loaded.source_count is None else f"has {loaded.source_count} {unit}(s) and "
         raise ValueError(
             f"pose source {source} {has}gives {count} pose frame(s) {how} but --num-frames is {num_frames}: "
             "lower --num-frames, or sample more densely (--fps, --frame-stride)"
         )
+    if num_frames is None and count > MAX_POSE_FRAMES_UNASKED:
+        raise ValueError(
+            f"pose source {source} gives more than {MAX_POSE_FRAMES_UNASKED} pose frames {how}, the most taken without "
+            "--num-frames: pass --num-frames N to make a video of N frames (or sample less densely: --fps, --frame-stride)"
+        )
     if count == 0:
         raise ValueError(f"pose source {source} gives no pose frame")
-    loaded.frames = np.stack([_fit(f, width, height) for f in loaded.frames])
+    loaded.frames = np.stack(loaded.frames)  # (f, height, width, 3): fitted as they came
     return loaded
 
 
-def _from_folder(path: Path, num_frames: int | None, stride: int | None) -> PoseFrames:
+def _from_folder(path: Path, limit: int, stride: int | None, fit) -> PoseFrames:
     files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_natural_key)
     if not files:
         raise ValueError(f"pose source {path} is a folder with no skeleton frames ({', '.join(IMAGE_SUFFIXES)})")
-    chosen = list(range(0, len(files), stride or 1))[:num_frames]
-    frames = []
-    for i in chosen:
-        try:
-            with Image.open(files[i]) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"pose frame {files[i]}: not a readable image ({err})") from None
+    chosen = list(range(0, len(files), stride or 1))[:limit]
+    frames = [fit(read_skeleton_image(files[i]), f"image {files[i].name}") for i in chosen]
     return PoseFrames(frames, "skeleton_frames", str(path), None, chosen, source_count=len(files))
+
+
+def read_skeleton_image(file: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of one skeleton frame file, by :func:`pose_data.image_decode.decode_image` with transparent
+    pixels black; ValueError naming ``file`` when it is not a usable image or breaks :mod:`pose_data.frame_limits`
+    (checked on its size and header before decoding)."""
+    size = file.stat().st_size
+    if size > MAX_FRAME_FILE_BYTES:
+        raise ValueError(f"pose frame {file}: {size:,} bytes, more than the {MAX_FRAME_FILE_BYTES:,} a frame image may have")
+    data = file.read_bytes()
+    try:
+        problem = frame_size_problem(*image_size(data))
+        if problem:
+            raise ValueError(f"pose frame {file}: {problem}; crop or resize the frames to the shape of the video to make")
+        return decode_image(data, max_pixels=MAX_FRAME_PIXELS, background="black")
+    except ImageDecodeError as err:
+        raise ValueError(f"pose frame {file}: not a usable image ({err.reason})") from None
 
 
 def sample_rows(times: list[float], num_frames: int | None, fps: float | None, stride: int | None) -> list[int]:
@@ -243,30 +307,36 @@ def sample_rows(times: list[float], num_frames: int | None, fps: float | None, s
     return chosen
 
 
-def _from_keypoints(path: Path, num_frames, fps, stride, style: str | None) -> PoseFrames:
+def _from_keypoints(path: Path, limit: int, fps, stride, style: str | None, fit) -> PoseFrames:
     sequence = read_pose_sequence(path)
     times = sequence.table.column("time").to_pylist()
-    rows = sample_rows(times, num_frames, fps, stride)
+    rows = sample_rows(times, limit, fps, stride)
     style = style or sequence.info.get("skeleton_style") or "openpose"
     subset = PoseSequence(sequence.table.take(rows), sequence.info)
+    frames: list[np.ndarray] = []
     try:
-        frames = list(subset.skeletons(style))
+        for row, skeleton in zip(rows, subset.skeletons(style)):
+            frames.append(frames[-1] if len(frames) and rows[len(frames) - 1] == row else fit(skeleton, f"row {row}"))
     except (ValueError, TypeError) as err:  # e.g. a box or keypoint the renderer cannot take
         raise ValueError(f"{path}: cannot draw its poses ({err})") from None
     return PoseFrames(frames, "keypoints", str(path), style, rows, [times[r] for r in rows], str(path), rows, source_count=len(times))
 
 
-def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | None) -> PoseFrames:
+def _from_skeleton_video(path: Path, limit: int, fps, stride, declared: str | None, fit) -> PoseFrames:
+    comment = read_video_comment(path, strict=True) or {}
+    recorded = comment.get("skeleton_style")
+    if recorded is not None and recorded not in SKELETON_STYLES:
+        raise ValueError(f"{path}: its comment tag records skeleton_style {recorded!r}, not one of {', '.join(SKELETON_STYLES)}; write "
+                         "the video again with pose-data extract-poses, or remove the tag (ffmpeg -i IN -map_metadata -1 -c copy OUT)")  # fmt: skip
     frames, indices, times = [], [], []
 
     def on_kept(index: int, frame, t: float) -> None:
-        frames.append(frame_to_rgb(frame))
+        repeated = bool(indices) and indices[-1] == index  # the sampler repeats a frame: held once
+        frames.append(frames[-1] if repeated else fit(frame_to_rgb(frame), f"frame {index}"))
         indices.append(index)
         times.append(t)
 
-    span, decoded = decode_sampled(path, on_kept, fps=fps, stride=stride, max_frames=num_frames)
-    comment = read_video_comment(path) or {}
-    recorded = comment.get("skeleton_style")
+    span, decoded = decode_sampled(path, on_kept, fps=fps, stride=stride, max_frames=limit)
     keypoints = path.parent / "keypoints.parquet"
     if not recorded and keypoints.is_file():
         try:
@@ -275,13 +345,13 @@ def _from_skeleton_video(path: Path, num_frames, fps, stride, declared: str | No
             keypoints = None
     if declared and recorded and declared != recorded:
         raise ValueError(f"--skeleton-style {declared} but {path} records the {recorded!r} style")
-    has_keypoints = keypoints is not None and keypoints.is_file() and comment.get("format") == "fyp-skeleton-video"
+    has_keypoints = keypoints is not None and keypoints.is_file() and comment.get("format") == SKELETON_VIDEO_FORMAT
     return PoseFrames(frames, "skeleton_video", str(path), declared or recorded, indices, times,
                       str(keypoints) if has_keypoints else None, indices if has_keypoints else None,
                       source_count=None if span is None else decoded)  # fmt: skip
 
 
-def _from_driving_video(path: Path, num_frames, fps, stride, style: str | None, extract_config) -> PoseFrames:
+def _from_driving_video(path: Path, limit: int, fps, stride, style: str | None, extract_config, fit) -> PoseFrames:
     from pose_data.extract_poses_config import ExtractPosesConfig
     from pose_data.pose_estimator import load_pose_estimator
     from pose_data.pose_sequence import extract_pose_sequence
@@ -295,11 +365,11 @@ def _from_driving_video(path: Path, num_frames, fps, stride, style: str | None, 
     with load_pose_estimator(cfg.pose, way_out=way_out) as estimator:
         sequence = extract_pose_sequence(
             path, estimator, filter_cfg=cfg.filter, min_keypoint_score=cfg.min_keypoint_score, skeleton_style=style,
-            sampling=SamplingConfig(fps=fps, frame_stride=stride, max_frames=num_frames), batch_size=cfg.pose.batch_size,
-            on_skeleton=frames.append,
+            sampling=SamplingConfig(fps=fps, frame_stride=stride, max_frames=limit), batch_size=cfg.pose.batch_size,
+            on_skeleton=lambda rgb: frames.append(fit(rgb, f"sampled frame {len(frames)}")),
         )  # fmt: skip
     table = sequence.table
-    whole = num_frames is None or sequence.info["frames"] < num_frames  # else decoding may have stopped early
+    whole = sequence.info["frames"] < limit  # else decoding may have stopped early
     return PoseFrames(frames, "driving_video", str(path), style, table.column("frame").to_pylist(),
                       table.column("time").to_pylist(), None, list(range(table.num_rows)), sequence,
                       source_count=sequence.info["frames_decoded"] if whole else None)  # fmt: skip

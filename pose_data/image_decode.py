@@ -7,7 +7,8 @@ RGB array whatever the file held, so the pose backends and renderers see a singl
   is decoded (a 100 KB PNG can declare 30000x30000 = 900 MB of pixels);
 - EXIF orientation is applied, so the array is the image as a viewer shows it;
 - alpha (RGBA, LA, PA, palette or colour-key transparency) is composited on white, as img2dataset
-  does, so transparent regions become white rather than whatever colour they hide;
+  does, so transparent regions become white rather than whatever colour they hide (``background="black"``
+  composites on black instead: skeleton frames are drawn on black);
 - CMYK, YCbCr, LAB, HSV, palette, 1-bit and greyscale become RGB; 16-bit greyscale is scaled
   to 8 bits with rounding (value * 255 / 65535), not clipped; 48-bit RGB (which PIL reports as
   mode "RGB") is reduced by PIL to the high byte of each channel, and :attr:`ImageHeader.bits` says
@@ -62,6 +63,9 @@ _CONTENT_HINTS = (
     ((b"%pdf",), "a PDF document"),
     ((b"{", b"["), "JSON or other text"),
 )
+
+#: What transparent pixels are composited on, by name.
+BACKGROUNDS = {"white": (255, 255, 255, 255), "black": (0, 0, 0, 255)}
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -140,14 +144,17 @@ def _stored_bits(im: Image.Image) -> int:
     return 8
 
 
-def decode_image(data: bytes, *, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode ``data`` to a writable (H, W, 3) uint8 RGB array, EXIF orientation applied, alpha on white.
+def decode_image(data: bytes, *, max_pixels: int = PIL_DEFAULT_MAX_PIXELS, background: str = "white") -> np.ndarray:
+    """Decode ``data`` to a writable (H, W, 3) uint8 RGB array, EXIF orientation applied, alpha on ``background``
+    (one of :data:`BACKGROUNDS`: white for photos, black for skeleton frames).
 
     Images whose header declares more than ``max_pixels`` pixels are refused before decoding.
     Animated images (GIF, APNG, WebP) give their first frame. Raises :class:`ImageDecodeError` with the reason for anything that is not a complete image.
     """
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
     im = _open(data)
     width, height = im.size
     if width * height > max_pixels:
@@ -156,7 +163,7 @@ def decode_image(data: bytes, *, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> np
         )
     _load(im)
     orientation = _orientation(im, header_only=False)
-    arr = _to_rgb_array(im)
+    arr = _to_rgb_array(im, BACKGROUNDS[background])
     if orientation in _ORIENTATION_TRANSPOSE:
         arr = _apply_orientation(arr, orientation)
     return np.require(arr, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])  # writable: renderers draw on it
@@ -254,12 +261,12 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 # --- mode conversion --------------------------------------------------------------------------
 
 
-def _to_rgb_array(im: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from any PIL mode; transparency composited on white."""
+def _to_rgb_array(im: Image.Image, background: tuple[int, int, int, int] = BACKGROUNDS["white"]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from any PIL mode; transparency composited on ``background`` (RGBA, opaque)."""
     mode = im.mode
     has_transparency = "transparency" in im.info and mode in ("L", "RGB", "P")
     if mode in _ALPHA_MODES or has_transparency:
-        return _composite_on_white(im)
+        return _composite_on(im, background)
     if mode in _SIXTEEN_BIT_MODES:
         return _gray_to_rgb(_scale_16_to_8(np.asarray(im)))
     if mode == "I":
@@ -272,14 +279,14 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
         raise ImageDecodeError(f"unsupported image mode {mode!r} ({err})") from None
 
 
-def _composite_on_white(im: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 of rgb * a + white * (1 - a), rounded to nearest.
+def _composite_on(im: Image.Image, background: tuple[int, int, int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 of rgb * a + background * (1 - a), rounded to nearest.
 
     PIL's alpha_composite gives the correctly rounded result and is ~10x faster than numpy here.
     """
     rgba = im.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    under = Image.new("RGBA", rgba.size, background)
+    return np.asarray(Image.alpha_composite(under, rgba).convert("RGB"))
 
 
 def _scale_16_to_8(gray: np.ndarray) -> np.ndarray:

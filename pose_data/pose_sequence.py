@@ -25,6 +25,11 @@ As in the LAION-Pose ``meta/``, ``ok`` rows hold the persons kept by the filter 
 every person detected (so one can see why); only ``ok`` rows are drawn, every other frame is a
 black skeleton. The table's schema metadata ``fyp_pose_sequence`` (JSON) records the source,
 the skeleton style, the keypoint score threshold used for filtering and drawing, and the sampling.
+
+Reading checks what drawing relies on before anything is allocated, and names the file and the key when a check
+fails: the metadata is a JSON object whose ``skeleton_style`` and ``min_keypoint_score`` are usable; every row's
+canvas (``width`` x ``height``) is within :mod:`pose_data.frame_limits`; every keypoint coordinate is missing (NaN)
+or a finite number of pixels within :data:`MAX_KEYPOINT_COORDINATE` of the origin.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import pyarrow.parquet as pq
 
 from pose_data.clip_writer import frame_to_rgb
 from pose_data.filtering import FilterConfig, filter_persons
+from pose_data.frame_limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, frame_size_problem
 from pose_data.frame_sampling import decode_sampled, make_sampler
 from pose_data.keypoints import PersonPose
 from pose_data.pose_estimator import PoseEstimator
@@ -66,6 +72,9 @@ SCHEMA = pa.schema(
 )
 #: Columns a keypoints file must have to be drawn (``status`` is optional: without it every row is drawn).
 REQUIRED_COLUMNS = ("time", "width", "height", "keypoints")
+#: The farthest a keypoint may lie from the origin, in pixels (far beyond any frame of :mod:`pose_data.frame_limits`;
+#: the renderers hand coordinates to OpenCV as 32-bit integers).
+MAX_KEYPOINT_COORDINATE = 1e6
 
 
 #: The pose rate of the workflow: ``extract-poses`` samples at it by default, ``fyp-generate`` samples its pose source
@@ -153,11 +162,30 @@ def read_pose_sequence(path: str | os.PathLike) -> PoseSequence:
     if table.num_rows == 0:
         raise ValueError(f"{path}: the pose sequence has no rows")
     _check_columns(table, path)
-    meta = (table.schema.metadata or {}).get(METADATA_KEY)
-    info = json.loads(meta) if meta else {}
+    info = _read_info((table.schema.metadata or {}).get(METADATA_KEY), path)
+    return PoseSequence(table.replace_schema_metadata(None), info)
+
+
+def _read_info(meta: bytes | None, path: Path) -> dict:
+    """The ``fyp_pose_sequence`` metadata as a dict with a usable ``min_keypoint_score`` (default 0.3) and
+    ``skeleton_style`` (default None); ValueError naming ``path`` and the key otherwise."""
+    key = METADATA_KEY.decode()
+    way_out = "write the file again with pose-data extract-poses, or remove that metadata to draw it with the defaults"
+    try:
+        info = json.loads(meta) if meta else {}
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"{path}: its {key} metadata is not valid JSON ({getattr(err, 'msg', err)}); {way_out}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: its {key} metadata must be a JSON object, got {type(info).__name__}; {way_out}")
     info.setdefault("min_keypoint_score", 0.3)
     info.setdefault("skeleton_style", None)
-    return PoseSequence(table.replace_schema_metadata(None), info)
+    score, style = info["min_keypoint_score"], info["skeleton_style"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score < float("inf"):
+        raise ValueError(f"{path}: its {key} metadata's min_keypoint_score must be a finite number >= 0, got {score!r}; {way_out}")
+    if style is not None and style not in SKELETON_STYLES:
+        raise ValueError(f"{path}: its {key} metadata's skeleton_style must be one of {', '.join(SKELETON_STYLES)}, got {style!r}; "
+                         f"{way_out}")  # fmt: skip
+    return info
 
 
 def _check_columns(table: pa.Table, path: Path) -> None:
@@ -174,6 +202,13 @@ def _check_columns(table: pa.Table, path: Path) -> None:
         values = table.column(name).to_numpy()
         if (values < 1).any() or (values != np.round(values)).any():
             raise ValueError(f"{path}: column {name!r} must hold positive whole pixel counts")
+    width, height = (table.column(name).to_numpy().astype(np.float64) for name in ("width", "height"))
+    too_large = (width > MAX_FRAME_SIDE) | (height > MAX_FRAME_SIDE) | (width * height > MAX_FRAME_PIXELS)
+    if too_large.any():  # each row's skeleton is drawn on a canvas of its size
+        i = int(np.flatnonzero(too_large)[0])
+        problem = frame_size_problem(int(width[i]), int(height[i]), aspect=False)
+        raise ValueError(f"{path}: row {i} asks for a canvas of {problem}; a pose sequence's width and height are those of its "
+                         "video's frames")  # fmt: skip
     if not pa.types.is_list(table.column("keypoints").type):
         raise ValueError(f"{path}: column 'keypoints' must be a list of (17, 3) arrays per row, got {table.column('keypoints').type}")
     for i, people in enumerate(table.column("keypoints").to_pylist()):
@@ -184,6 +219,27 @@ def _check_columns(table: pa.Table, path: Path) -> None:
                 shape = "not numeric"
             if shape != (17, 3):
                 raise ValueError(f"{path}: row {i} has keypoints of shape {shape}, expected (17, 3) per person")
+    _check_coordinates(table.column("keypoints"), path)
+
+
+def _check_coordinates(column: pa.ChunkedArray, path: Path) -> None:
+    """ValueError naming ``path`` and the row unless every keypoint x and y is NaN (missing) or finite and within
+    :data:`MAX_KEYPOINT_COORDINATE` (``column``: (17, 3) per person, checked already)."""
+    for chunk in column.chunks:
+        values = chunk.flatten().flatten().flatten().to_numpy(zero_copy_only=False)  # x, y, score, x, y, score, ...
+        xy = np.asarray(values, dtype=np.float64).reshape(-1, 3)[:, :2]
+        if (np.abs(xy) > MAX_KEYPOINT_COORDINATE).any():  # infinite ones too; NaN compares False
+            break
+    else:
+        return
+    for i, people in enumerate(column.to_pylist()):  # the slow way, once, to name the row
+        for person in people or []:
+            xy = np.asarray(person, dtype=np.float64)[:, :2]
+            far = np.abs(xy) > MAX_KEYPOINT_COORDINATE
+            if far.any():
+                x, y = xy[np.flatnonzero(far.any(axis=1))[0]]
+                raise ValueError(f"{path}: row {i} has a keypoint at ({x:g}, {y:g}); coordinates must be pixels within "
+                                 f"{MAX_KEYPOINT_COORDINATE:g} of the origin (NaN for a missing point)")  # fmt: skip
 
 
 def extract_pose_sequence(

@@ -21,6 +21,8 @@ from pose_data.atomic import atomic_path
 from pose_data.frame_sampling import check_fps
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+#: Every format this project writes into a comment tag starts so (fyp-skeleton-video, fyp-generated-video).
+OWN_FORMAT_MARK = "fyp-"
 
 
 class Mp4Writer:
@@ -110,15 +112,26 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
     return path
 
 
-def read_video_comment(path: str | os.PathLike) -> dict | None:
-    """The JSON object an :class:`Mp4Writer` stored in ``path``'s comment tag; None when there is none."""
+def read_video_comment(path: str | os.PathLike, *, strict: bool = False) -> dict | None:
+    """The JSON object an :class:`Mp4Writer` stored in ``path``'s comment tag; None when there is none.
+
+    Other tools write comments of their own, so a comment that is not a JSON object is no tag (None). ``strict``: a
+    comment that names one of this project's formats (``"fyp-..."``) but is not a JSON object is a broken tag, a
+    ValueError naming the file and the tag, so that a damaged skeleton video is not taken for a video without one.
+    """
     try:
         with av.open(str(path)) as container:
             text = container.metadata.get("comment")
     except (av.FFmpegError, OSError):
         return None
+    problem = None
     try:
         value = json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return None
+    except json.JSONDecodeError as err:
+        value, problem = None, f"is not valid JSON ({err.msg} at character {err.pos})"
+    if text and value is not None and not isinstance(value, dict):
+        problem = f"is a JSON {type(value).__name__}, not an object"
+    if strict and problem and OWN_FORMAT_MARK in text:
+        raise ValueError(f"{path}: its comment tag mentions {OWN_FORMAT_MARK!r} (this project's tags) but {problem}; write the video "
+                         "again, or remove the tag (ffmpeg -i IN -map_metadata -1 -c copy OUT)")  # fmt: skip
     return value if isinstance(value, dict) else None
