@@ -170,7 +170,7 @@ def _from_folder(folder: Path) -> list[EvalItem]:
     listed: list[EvalItem | Path] = []  # in the sidecars' order: an item, or the resolved video of the sidecars in by_video
     by_video: dict[Path, list[tuple[Path, Path, dict]]] = {}  # resolved video -> (video, sidecar, data) of every sidecar naming it
     for sidecar in sorted(folder.rglob("*.json")):
-        if sidecar.name == MANIFEST_NAME:
+        if sidecar.name == MANIFEST_NAME or _temporary(sidecar):
             continue
         try:
             if sidecar.is_file() and not _inside(sidecar, root):  # (a FIFO or a device: read_capped names it)
@@ -218,7 +218,7 @@ def _from_folder(folder: Path) -> list[EvalItem]:
             continue
         items.append(_from_sidecar(video, sidecar, data))
     for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
-        if _resolved(video) in claimed:
+        if _resolved(video) in claimed or _temporary(video):
             continue
         spoilt = next((s for s in sidecar_names(video) if s in unreadable), None)
         if spoilt is not None:
@@ -229,6 +229,11 @@ def _from_folder(folder: Path) -> list[EvalItem]:
                      "INPUT with its prompt and pose")  # fmt: skip
         items.append(EvalItem(str(video), origin=str(video), error=error))
     return items
+
+
+def _temporary(path: Path) -> bool:
+    """A file being written (``.NAME.tmp-*``, the project's temporary names): what a killed fyp-generate left."""
+    return path.name.startswith(".") and ".tmp-" in path.name
 
 
 def _sidecar_rank(video: Path, sidecar: Path) -> tuple[int, str]:

@@ -243,16 +243,25 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
     frames = result.frames
     if settings.side_by_side:
         frames = np.concatenate([poses.frames[:num_frames], frames], axis=2)
-    written: list[Path] = []  # the files in place so far: removed again if the video is not finished (an error, Ctrl-C)
+    # every file is written under a hidden temporary name first and all are renamed into place at the end, so an
+    # error or Ctrl-C leaves the earlier result of this output (video, sidecar, keypoints) whole, and no half of a new one
+    tag = secrets.token_hex(4)
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def stage(final: Path) -> Path:
+        staged.append((final.with_name(f".{final.stem}.tmp-{tag}{final.suffix}"), final))
+        return staged[-1][0]
+
     try:
         keypoints, rows = poses.keypoints, poses.keypoint_rows
+        keypoints_sha256 = file_sha256(keypoints) if keypoints else None
         if poses.extracted is not None:
-            written.append(poses.extracted.save(keypoints_path(output)))
-            keypoints = str(written[-1])
+            keypoints_file = keypoints_path(output)
+            keypoints_sha256 = file_sha256(poses.extracted.save(stage(keypoints_file)))
+            keypoints = str(keypoints_file)
         if keypoints:
             keypoints = str(Path(keypoints).resolve())
-        write_video(frames, output, settings.fps, comment={"format": SIDECAR_FORMAT, "prompt": prompt, "seed": seed})
-        written.append(output)
+        write_video(frames, stage(output), settings.fps, comment={"format": SIDECAR_FORMAT, "prompt": prompt, "seed": seed})
         sidecar = {
             "format": SIDECAR_FORMAT,
             "video": output.name,
@@ -272,15 +281,17 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
                 "source": poses.source, "kind": poses.kind, "skeleton_style": poses.skeleton_style,
                 "source_frames": poses.source_frames[:num_frames], "times": None if poses.times is None else poses.times[:num_frames],
                 "keypoints": keypoints, "keypoint_rows": None if rows is None else rows[:num_frames],
-                "keypoints_sha256": file_sha256(keypoints) if keypoints else None,
+                "keypoints_sha256": keypoints_sha256,
             },  # fmt: skip
             "versions": package_versions(),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        write_json_atomic(sidecar_path(output), sidecar)
+        write_json_atomic(stage(sidecar_path(output)), sidecar)
+        for temporary, final in staged:  # the sidecar last: it is what marks the video done
+            temporary.replace(final)
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
         raise
     _remove_old_sidecar(output)
     return sidecar

@@ -96,7 +96,13 @@ class Stage1Trainer(Trainer):
     def before_resume(self, checkpoint: Path) -> None:
         info = checkpoint / RUN_INFO
         if info.is_file():
-            check_style(json.loads(info.read_text()).get("skeleton_style"), self.skeleton_style, f"the checkpoint {checkpoint}")
+            try:
+                recorded = json.loads(info.read_text())
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+                raise ValueError(f"{info}: not readable JSON ({type(err).__name__}); resume another checkpoint") from None
+            if not isinstance(recorded, dict) or not isinstance(recorded.get("skeleton_style"), (str, type(None))):
+                raise ValueError(f"{info}: not what fyp-train writes there (an object with skeleton_style); resume another checkpoint")
+            check_style(recorded.get("skeleton_style"), self.skeleton_style, f"the checkpoint {checkpoint}")
 
     def after_checkpoint(self, checkpoint: Path) -> None:
         (checkpoint / RUN_INFO).write_text(json.dumps({"stage": self.stage, "skeleton_style": self.skeleton_style}))

@@ -39,7 +39,7 @@ from model.checkpointing import (
     set_random_states,
     write_training_state,
 )
-from model.run_folder import clear_run_outputs, refuse_fresh_start
+from model.run_folder import check_overwritable, clear_run_outputs, refuse_fresh_start
 from model.train_config import MAY_CHANGE_ON_RESUME, TrainConfig
 from pose_data.atomic import atomic_path
 from pose_data.config import to_dict
@@ -146,7 +146,7 @@ class Trainer:
         self._totals_at_start = (self.state.samples, self.state.failed)
         if accelerator.is_main_process:
             if cfg.overwrite:
-                for path in clear_run_outputs(out, self.weight_folders):
+                for path in clear_run_outputs(out, self.weight_folders, self.stage):
                     log.info("--overwrite: deleted %s", path)
             out.mkdir(parents=True, exist_ok=True)
             with atomic_path(out / "config.json") as tmp:
@@ -195,7 +195,9 @@ class Trainer:
         cfg, accelerator = self.cfg, self.accelerator
         checkpoint = find_checkpoint(self.out, cfg.resume, accelerator.process_index)
         if checkpoint is None:
-            if not cfg.overwrite:
+            if cfg.overwrite:
+                check_overwritable(self.out, self.weight_folders)  # before any model loads; deleted once they have
+            else:
                 refuse_fresh_start(self.out, self.weight_folders, resume_latest=cfg.resume == "latest")
             return None
         where = f"checkpoint {checkpoint.folder}"

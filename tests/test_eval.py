@@ -766,6 +766,8 @@ def test_new_and_old_sidecar_names_are_read_and_clip_mp4_and_clip_gif_are_two_vi
     sidecar(folder, "nameless.gif.json", prompt="no video field")
     sidecar(folder, "generate_manifest.mp4.json", video="generate_manifest.mp4", prompt="a video named like the manifest")
     sidecar(folder, "generate_manifest.json", video="clip.gif", prompt="the manifest")  # never a sidecar, whatever it holds
+    small_video(folder / ".clip.tmp-0a1b2c3d.mp4")  # what a fyp-generate killed while writing leaves: never an item
+    sidecar(folder, ".clip.mp4.tmp-0a1b2c3d.json", video="clip.mp4", prompt="half written")
     code, out, err = run_eval(clip_dir, capsys, str(folder), "--output", str(tmp_path / "eval"))
     assert code == 2 and "1 of 6 video(s) could not be scored" in err and "Traceback" not in out + err
     rows = {Path(r["origin"]).name: r for r in pd.read_parquet(tmp_path / "eval" / "metrics.parquet").to_dict("records")}

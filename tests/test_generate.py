@@ -596,3 +596,25 @@ def test_ctrl_c_during_prompts_writes_the_manifest_of_what_was_done_and_exits_13
     assert manifest["counts"] == {"ok": 1, "skipped": 0, "failed": 0, "interrupted": 1} and manifest["not_run"] == [3]
     assert [v["status"] for v in manifest["videos"]] == ["ok", "interrupted"]
     assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "first.mp4.json", "generate_manifest.json"]  # no half of the second
+
+
+def test_a_rerun_that_fails_while_writing_leaves_the_earlier_video_sidecar_and_keypoints_whole(parts, tmp_path, capsys, monkeypatch):
+    import pose_data.video_writer
+
+    out = tmp_path / "d.mp4"
+    args = ("--pose", str(CARPHONE), "--pose-backend", "mediapipe", "--prompt", "a man", "--output", str(out), "--num-frames", "4")
+    code, _, err = generate(parts, capsys, *args, "--seed", "1")
+    assert code == 0, err
+    names = ("d.mp4", "d.mp4.json", "d.mp4.keypoints.parquet")
+    before = {name: (tmp_path / name).read_bytes() for name in names}
+    real_write_video = pose_data.video_writer.write_video
+
+    def disk_full(frames, path, fps, **kwargs):  # the encoder gets part of the way, then the disk is full
+        real_write_video(frames[:1], path, fps, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pose_data.video_writer, "write_video", disk_full)
+    code, _, err = generate(parts, capsys, *args, "--seed", "2")  # new settings: the video is made again, and fails
+    assert code == 2 and "No space left on device" in err
+    assert {name: (tmp_path / name).read_bytes() for name in names} == before  # the earlier result, whole and scorable
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file left behind

@@ -152,6 +152,67 @@ def test_a_fresh_run_over_an_earlier_one_is_refused_and_overwrite_starts_clean(l
     assert (run / "notes.txt").read_text() == "mine"  # --overwrite deletes only what a run writes
 
 
+def _planted_run_folder(out: Path) -> None:
+    """What a stage-1 run leaves in output_dir, and the user's own files beside (and inside) it."""
+    checkpoint = out / "checkpoints" / "checkpoint-0000001"
+    checkpoint.mkdir(parents=True)
+    for name in ("training_state.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "fyp_run.json"):
+        (checkpoint / name).write_bytes(b"x")
+    (out / "checkpoints" / ".checkpoint-0000002.partial").mkdir()  # a killed run's half checkpoint
+    (out / "config.json").write_text(json.dumps({"output_dir": str(out), "max_steps": 3, "optim": {}}))
+    (out / "summary.json").write_text(json.dumps({"stage": "stage1", "steps": 3}))
+    (out / "logs" / "stage1").mkdir(parents=True)
+    (out / "logs" / "stage1" / "events.out.tfevents.1").write_bytes(b"x")
+    (out / "logs" / "important.log").write_text("mine")
+    (out / "validation").mkdir()
+    (out / "validation" / "step-0000001.png").write_bytes(b"x")
+    (out / "validation" / "mine.png").write_bytes(b"mine")
+    (out / "pose_encoder").mkdir()
+    (out / "pose_encoder" / "config.json").write_text("{}")
+    (out / "pose_encoder" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+
+
+def test_overwrite_deletes_only_what_fyp_train_wrote_and_never_a_users_files(tmp_path):
+    from model.run_folder import check_overwritable, clear_run_outputs, refuse_fresh_start
+
+    out = tmp_path / "run"
+    _planted_run_folder(out)
+    clear_run_outputs(out, ("pose_encoder",), "stage1")
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == ["logs", "logs/important.log", "notes.txt", "validation", "validation/mine.png"]
+
+    # a checkpoint folder holding a file of the user's: nothing is deleted, the file is named
+    _planted_run_folder(other := tmp_path / "other")
+    (other / "checkpoints" / "checkpoint-0000001" / "my_notes.txt").write_text("mine")
+    before = sorted(p for p in other.rglob("*"))
+    with pytest.raises(ValueError, match=r"checkpoint-0000001 holds files fyp-train did not write \(my_notes\.txt\)"):
+        clear_run_outputs(other, ("pose_encoder",), "stage1")
+    assert sorted(p for p in other.rglob("*")) == before
+
+    # a project folder used as output_dir: its own config.json is neither replaced by a fresh run nor deleted
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text(json.dumps({"name": "my project"}))
+    for refuse in (lambda: check_overwritable(project, ("pose_encoder",)),
+                   lambda: refuse_fresh_start(project, ("pose_encoder",), resume_latest=False)):  # fmt: skip
+        with pytest.raises(ValueError, match="holds a config.json that fyp-train did not write"):
+            refuse()
+    assert json.loads((project / "config.json").read_text()) == {"name": "my project"}
+
+
+def test_a_checkpoint_with_a_foreign_run_info_is_one_line(stage1_run, laion_pose_dir, tiny_base, tmp_path):  # noqa: F811
+    from model.train_stage1 import Stage1Trainer
+
+    run = copy_run(stage1_run, tmp_path)
+    checkpoint = run / "checkpoints" / "checkpoint-0000002"
+    for text in ("[]", "{not json"):
+        (checkpoint / "fyp_run.json").write_text(text)
+        with pytest.raises(ValueError, match=r"fyp_run\.json: not (readable JSON|what fyp-train writes there)") as refused:
+            Stage1Trainer(tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=3, resume=str(checkpoint)))
+        assert "\n" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
