@@ -54,11 +54,13 @@ def write_keypoints(path: Path, rows: int = 1, width: int = SIZE, height: int = 
     return path
 
 
-def write_video_with_comment(path: Path, frames: list[np.ndarray], comment: str) -> Path:
-    """An H.264 mp4 whose comment tag is ``comment`` as it is (Mp4Writer writes only valid JSON)."""
+def write_raw_video(path: Path, frames: list[np.ndarray], *, codec: str = "libx264", fps: int = 8, comment: str | None = None) -> Path:
+    """An mp4 written with PyAV directly: any codec (``mpeg4`` is the official example videos' MPEG-4 Part 2), and a
+    comment tag as it is (Mp4Writer writes only valid JSON), or none."""
     with av.open(str(path), "w", format="mp4") as container:
-        container.metadata["comment"] = comment
-        stream = container.add_stream("libx264", rate=8)
+        if comment is not None:
+            container.metadata["comment"] = comment
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
@@ -213,21 +215,6 @@ def carphone_poses(tmp_path_factory):
     return out / "carphone"
 
 
-def write_mpeg4(path: Path, frames: list[np.ndarray], fps: int = 8) -> Path:
-    """MPEG-4 Part 2 (the codec of the official Follow-Your-Pose example videos), no comment tag."""
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def test_untagged_mmpose_skeleton_videos_are_skeleton_videos_and_dark_real_videos_are_not(carphone_poses, tmp_path):
     """MMPose's 1-pixel lines at 176x144 lose most of their colour to MPEG-4 (in some frames all but the blue head and
     torso): without the extract-poses tag such a video must still read as skeletons, wherever it starts."""
@@ -237,7 +224,7 @@ def test_untagged_mmpose_skeleton_videos_are_skeleton_videos_and_dark_real_video
     skeletons = list(read_pose_sequence(carphone_poses / "keypoints.parquet").skeletons("mmpose"))
     assert len(skeletons) == 32 and skeletons[0].shape == (144, 176, 3)
     for start in (0, 4, 8, 12):
-        video = write_mpeg4(tmp_path / f"from_{start}.mp4", skeletons[start:])
+        video = write_raw_video(tmp_path / f"from_{start}.mp4", skeletons[start:], codec="mpeg4")
         with av.open(str(video)) as container:
             assert "comment" not in container.metadata
         assert detect_kind(video) == "skeleton_video", f"the MMPose skeletons from frame {start} on"
@@ -294,7 +281,7 @@ def bad_source(case: str, tmp_path: Path) -> tuple[Path, Path]:
     comment = {"broken_comment": '{"format": "fyp-skeleton-video", "skeleton_style": "openpose"',
                "list_comment": '["fyp-skeleton-video", "openpose"]',
                "style_comment": '{"format": "fyp-skeleton-video", "skeleton_style": 5}'}[case]  # fmt: skip
-    path = write_video_with_comment(tmp_path / "skeleton.mp4", frames, comment)
+    path = write_raw_video(tmp_path / "skeleton.mp4", frames, comment=comment)
     return path, path
 
 
