@@ -267,3 +267,15 @@ class FollowYourPosePipeline:
         train_steps = self.base.noise_scheduler.config.num_train_timesteps
         if not 1 <= steps <= train_steps:
             raise ValueError(f"num_inference_steps must be in [1, {train_steps}] (the scheduler's training steps), got {steps}")
+        if self._last_timestep(steps) >= train_steps:  # SD's steps_offset 1 takes 1000 steps one past the last timestep
+            usable = next(n for n in range(steps - 1, 0, -1) if self._last_timestep(n) < train_steps)
+            raise ValueError(f"num_inference_steps {steps} would reach timestep {self._last_timestep(steps)}, past the scheduler's "
+                             f"{train_steps} training timesteps (its steps_offset); use at most {usable}")  # fmt: skip
+
+    def _last_timestep(self, steps: int) -> int:
+        """The largest timestep DDIM visits with ``steps`` inference steps (as :func:`model.sample_video.sample_video` sets them)."""
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_config(self.base.noise_scheduler.config)
+        scheduler.set_timesteps(steps)
+        return int(scheduler.timesteps.max())

@@ -42,8 +42,9 @@ def check_number(name: str, value, *, minimum: float | None = None, above: float
 
 #: The largest training or validation resolution (pixels a side): SD 1.x trains at 512.
 MAX_RESOLUTION = 4096
-#: The most denoising steps of a validation sample (the schedulers' training timesteps).
-MAX_INFERENCE_STEPS = 1000
+#: The most denoising steps of a validation sample: SD's DDIM (1000 training timesteps, steps_offset 1) reaches
+#: timestep 1000, one past the last, with 1000 steps.
+MAX_INFERENCE_STEPS = 999
 
 
 def check_resolution(name: str, value, why: str) -> None:

@@ -201,6 +201,10 @@ def test_pipeline_rejects_bad_arguments(pipe):
         pipe("a", pose_frames(4), num_frames=6, progress=False)
     with pytest.raises(ValueError, match="uint8"):
         pipe("a", pose_frames(4).astype(np.float32), progress=False)
+    # SD's scheduler (steps_offset 1): 1000 DDIM steps would index timestep 1000 of 0..999 (an IndexError mid-sampling)
+    assert pipe.base.noise_scheduler.config.steps_offset == 1
+    with pytest.raises(ValueError, match=r"num_inference_steps 1000 would reach timestep 1000, .* use at most 999"):
+        pipe("a", pose_frames(4), num_frames=4, num_inference_steps=1000, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ fyp-generate
@@ -573,7 +577,7 @@ def test_ctrl_c_during_prompts_writes_the_manifest_of_what_was_done_and_exits_13
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("\n".join(json.dumps(line) for line in [
         {"prompt": "a", "pose": pose, "num_frames": 4, "steps": 1, "output": "first.mp4"},
-        {"prompt": "a", "pose": pose, "num_frames": 32, "steps": 1000, "output": "second.mp4"},  # minutes: interrupted
+        {"prompt": "a", "pose": pose, "num_frames": 32, "steps": 999, "output": "second.mp4"},  # minutes: interrupted
         {"prompt": "a", "pose": pose, "num_frames": 4, "output": "third.mp4"},
     ]) + "\n")  # fmt: skip
     out = tmp_path / "out"

@@ -385,7 +385,7 @@ def test_a_cut_pose_encoder_weights_file_is_named(tmp_path):
     "stage, override, expected",
     [
         ("stage1", "log_every=0", "log_every must be an integer >= 1, got 0"),
-        ("stage1", "validation.num_inference_steps=0", "validation.num_inference_steps must be an integer from 1 to 1000, got 0"),
+        ("stage1", "validation.num_inference_steps=0", "validation.num_inference_steps must be an integer from 1 to 999, got 0"),
         ("stage1", "validation.guidance_scale=nan", "validation.guidance_scale must be a finite number >= 0, got nan"),
         ("stage1", "optim.learning_rate=-1", "optim.learning_rate must be a finite number > 0, got -1"),
         ("stage1", "optim.adam_beta2=1.0", "optim.adam_beta2 must be a finite number >= 0 and < 1, got 1.0"),
@@ -396,7 +396,7 @@ def test_a_cut_pose_encoder_weights_file_is_named(tmp_path):
         ("stage1", "model.pose_scale=nan", "model.pose_scale must be a finite number, got nan"),
         ("stage1", "validation.prompts=[]", "validation.prompts is empty but validation.every is 20"),
         ("stage2", "validation.fps=0", "validation.fps must be a finite number > 0 and <= 100, got 0"),
-        ("stage2", "validation.num_inference_steps=0", "validation.num_inference_steps must be an integer from 1 to 1000, got 0"),
+        ("stage2", "validation.num_inference_steps=0", "validation.num_inference_steps must be an integer from 1 to 999, got 0"),
         ("stage2", "validation.guidance_scale=nan", "validation.guidance_scale must be a finite number >= 0, got nan"),
         ("stage2", "log_every=0", "log_every must be an integer >= 1, got 0"),
         ("stage2", "model.conv_temporal_rank=100000", "model.conv_temporal_rank must be an integer from 1 to 4096, got 100000"),
