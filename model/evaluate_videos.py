@@ -75,6 +75,7 @@ from model.pose_accuracy import compared_frames, detected_annotations, keypoint_
 from pose_data.atomic import atomic_path, write_json_atomic
 from pose_data.clip_writer import frame_to_rgb
 from pose_data.pose_estimator import PoseModelLoadError
+from pose_data.utf8_text import utf8_text
 from pose_data.video_decode import VideoDecodeError, decode_video
 
 log = logging.getLogger(__name__)
@@ -470,12 +471,7 @@ def _storable(value, kind: pa.DataType | None = None):
     bytes escaped (``caf\\udce9.mp4``)."""
     if kind is not None and pa.types.is_string(kind) and value is not None and not isinstance(value, str):
         value = repr(value)
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+    return utf8_text(value) if isinstance(value, str) else value
 
 
 def _score_or_fail(item: EvalItem, models: Models, poses_dir: Path) -> dict:
