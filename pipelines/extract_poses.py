@@ -104,7 +104,8 @@ def _extract_all(names: dict[str, Path], out: Path, cfg: ExtractPosesConfig, pro
                 continue
             try:
                 stamp = source_stamp(path)
-                done = _done_info(folder, source, stamp, settings)
+                recorded = _recorded_info(folder)
+                done = _done_info(recorded, source, stamp, settings)
                 if done is None:
                     check_replaceable(folder)  # before the model loads too
             except (ValueError, OSError) as err:
@@ -121,7 +122,7 @@ def _extract_all(names: dict[str, Path], out: Path, cfg: ExtractPosesConfig, pro
             built = new_video_folder(out)  # renamed to `folder` once both files are there; removed otherwise
             try:
                 info = _extract_one(path, built, estimator, cfg, settings, source, stamp, progress)
-                _warn_if_replacing_another_source(folder, source)
+                _warn_if_replacing_another_source(folder, recorded, source)
                 move_into_place(built, folder)
                 entries.append({**entry, "status": DONE, **_summary(info)})
             except Exception as err:  # noqa: BLE001 - one video's failure is its entry; the others still run
@@ -151,26 +152,29 @@ def _summary(info: dict) -> dict:
     return {k: info.get(k) for k in ("frames", "sampled_fps", "counts", "decode_errors", "seconds", "source_file")}
 
 
-def _done_info(folder: Path, source: str, stamp: dict, settings: dict) -> dict | None:
-    """The recorded info when the video was extracted before from the same path, with the file there unchanged (size,
-    mtime, head: :func:`source_stamp`) and the same settings; else None."""
+def _recorded_info(folder: Path) -> dict | None:
+    """What an earlier run recorded in ``folder`` (its keypoints' info) when both its files are there, else None."""
     keypoints = folder / KEYPOINTS_FILE
     if not (keypoints.is_file() and (folder / SKELETON_FILE).is_file()):
         return None
     try:
-        info = read_pose_sequence(keypoints).info
+        return read_pose_sequence(keypoints).info
     except (ValueError, OSError):
         return None
-    same = info.get("source") == source and info.get("source_file") == stamp and info.get("settings") == settings
-    return info if same else None
 
 
-def _warn_if_replacing_another_source(folder: Path, source: str) -> None:
+def _done_info(recorded: dict | None, source: str, stamp: dict, settings: dict) -> dict | None:
+    """``recorded`` when the video was extracted before from the same path, with the file there unchanged (size,
+    mtime, head: :func:`source_stamp`) and the same settings; else None."""
+    if recorded is None:
+        return None
+    same = recorded.get("source") == source and recorded.get("source_file") == stamp and recorded.get("settings") == settings
+    return recorded if same else None
+
+
+def _warn_if_replacing_another_source(folder: Path, recorded: dict | None, source: str) -> None:
     """A folder made from another file (``a.mov`` after ``a.mp4`` of an earlier run) is replaced, said in a warning."""
-    try:
-        before = read_pose_sequence(folder / KEYPOINTS_FILE).info.get("source")
-    except (ValueError, OSError):
-        return
+    before = None if recorded is None else recorded.get("source")
     if before is not None and before != source:
         log.warning("%s held the poses of %s; now those of %s", utf8_text(str(folder)), before, source)
 
