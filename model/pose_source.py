@@ -312,13 +312,13 @@ def _from_keypoints(path: Path, limit: int, fps, stride, style: str | None, fit)
     times = sequence.table.column("time").to_pylist()
     rows = sample_rows(times, limit, fps, stride)
     style = style or sequence.info.get("skeleton_style") or "openpose"
-    subset = PoseSequence(sequence.table.take(rows), sequence.info)
-    frames: list[np.ndarray] = []
+    distinct = list(dict.fromkeys(rows))  # a row the sampler repeats is drawn and fitted once, and held once
+    subset = PoseSequence(sequence.table.take(distinct), sequence.info)
     try:
-        for row, skeleton in zip(rows, subset.skeletons(style)):
-            frames.append(frames[-1] if len(frames) and rows[len(frames) - 1] == row else fit(skeleton, f"row {row}"))
+        fitted = {row: fit(skeleton, f"row {row}") for row, skeleton in zip(distinct, subset.skeletons(style))}
     except (ValueError, TypeError) as err:  # e.g. a box or keypoint the renderer cannot take
         raise ValueError(f"{path}: cannot draw its poses ({err})") from None
+    frames = [fitted[row] for row in rows]
     return PoseFrames(frames, "keypoints", str(path), style, rows, [times[r] for r in rows], str(path), rows, source_count=len(times))
 
 
