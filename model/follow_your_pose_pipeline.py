@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from model.base_model import BaseModel, load_base_model
+from model.ddim_schedule import ddim_scheduler
 from model.pose_encoder import PoseEncoder, load_pose_encoder
 from model.sample_video import sample_video, window_starts
 from model.video_layers import load_video_unet, save_video_layers
@@ -264,18 +265,4 @@ class FollowYourPosePipeline:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if window < 2:
             raise ValueError(f"window must be >= 2 frames, got {window}")
-        train_steps = self.base.noise_scheduler.config.num_train_timesteps
-        if not 1 <= steps <= train_steps:
-            raise ValueError(f"num_inference_steps must be in [1, {train_steps}] (the scheduler's training steps), got {steps}")
-        if self._last_timestep(steps) >= train_steps:  # SD's steps_offset 1 takes 1000 steps one past the last timestep
-            usable = next(n for n in range(steps - 1, 0, -1) if self._last_timestep(n) < train_steps)
-            raise ValueError(f"num_inference_steps {steps} would reach timestep {self._last_timestep(steps)}, past the scheduler's "
-                             f"{train_steps} training timesteps (its steps_offset); use at most {usable}")  # fmt: skip
-
-    def _last_timestep(self, steps: int) -> int:
-        """The largest timestep DDIM visits with ``steps`` inference steps (as :func:`model.sample_video.sample_video` sets them)."""
-        from diffusers import DDIMScheduler
-
-        scheduler = DDIMScheduler.from_config(self.base.noise_scheduler.config)
-        scheduler.set_timesteps(steps)
-        return int(scheduler.timesteps.max())
+        ddim_scheduler(self.base.noise_scheduler.config, steps)  # ValueError for a step count the timesteps cannot take

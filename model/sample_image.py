@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler
 
 from model.base_model import BaseModel, encode_prompts
+from model.ddim_schedule import ddim_scheduler
 
 
 @torch.no_grad()
@@ -28,8 +28,7 @@ def sample_images(
         raise ValueError(f"{len(prompts)} prompts but {len(poses)} poses")
     unet, vae = base.unet, base.vae
     device, dtype = unet.device, unet.dtype
-    scheduler = DDIMScheduler.from_config(base.noise_scheduler.config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler = ddim_scheduler(base.noise_scheduler.config, num_inference_steps, device)
     n, _, height, width = poses.shape
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     latents = torch.randn((n, unet.config.in_channels, height // factor, width // factor), generator=generator, device="cpu")

@@ -28,9 +28,9 @@ kept on the CPU) memory does not grow with N.
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler
 
 from model.base_model import BaseModel, encode_prompts
+from model.ddim_schedule import ddim_scheduler
 from model.video_unet import VideoUNet
 
 
@@ -109,8 +109,7 @@ def sample_video(
         raise ValueError(f"poses must be (b, 3, N, H, W) = ({b}, 3, {n}, {height}, {width}), got {tuple(poses.shape)}")
     starts = window_starts(n, window or n)
     length = min(window or n, n)
-    scheduler = DDIMScheduler.from_config(base.noise_scheduler.config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler = ddim_scheduler(base.noise_scheduler.config, num_inference_steps, device)
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     shape = (b, n, model.unet.config.in_channels, height // factor, width // factor)
     latents = (torch.randn(shape, generator=generator) * scheduler.init_noise_sigma).to(device)  # fp32 throughout
