@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from model.official_weights import load_weights_only, read_safetensors
+from pose_data.json_file import read_json
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,9 @@ def _read_state_file(folder: Path) -> tuple[str, TrainingState, dict]:
             )
         raise DamagedCheckpoint(f"checkpoint {folder} has no {STATE_FILE}: not a complete fyp-train checkpoint")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise DamagedCheckpoint(f"{path}: not readable JSON ({type(err).__name__}: {err})") from None
+        data = read_json(path)
+    except ValueError as err:
+        raise DamagedCheckpoint(str(err)) from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise DamagedCheckpoint(f"{path}: not a fyp-train training state (format {data.get('format') if isinstance(data, dict) else None!r})")
     if not isinstance(data.get("stage"), str) or not isinstance(data.get("config"), dict):

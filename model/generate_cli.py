@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.generate_outputs import Inputs, check_output, keypoints_path, old_sidecar_path, sidecar_path, written_location
+from pose_data.json_file import read_json
 from pose_data.manifest import file_sha256
 from pose_data.pose_estimator import PoseModelLoadError
 from pose_data.pose_sequence import DEFAULT_POSE_FPS
@@ -193,8 +194,8 @@ def _remove_old_sidecar(output: Path) -> None:
     """Delete a sidecar of the old name (``clip.json``) that describes this video: its new one replaces it."""
     old = old_sidecar_path(output)
     try:
-        done = json.loads(old.read_text()) if old.is_file() else None
-    except (OSError, ValueError):
+        done = read_json(old) if old.is_file() else None
+    except ValueError:
         return
     if isinstance(done, dict) and done.get("format") == SIDECAR_FORMAT and done.get("video") == output.name:
         old.unlink(missing_ok=True)

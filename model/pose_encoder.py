@@ -33,6 +33,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from model.official_weights import check_safetensors_header, read_weights_file, strip_ddp_prefix
+from pose_data.json_file import read_json
 
 # Key names of the official checkpoint (T2I-Adapter's original ``Adapter``, which Follow Your Pose copies):
 # ``conv_in.{weight,bias}`` and ``body.{k}.{in_conv,block1,block2}.{weight,bias}`` with one flat index
@@ -293,10 +294,7 @@ def locate_pose_encoder(path: str | os.PathLike) -> tuple[str, Path]:
 
 def _read_model_config(config: Path) -> dict:
     """A diffusers model config as a dict; ValueError naming the file when it is not a JSON object."""
-    try:
-        values = json.loads(config.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{config}: not readable JSON ({type(err).__name__}: {err})") from None
+    values = read_json(config)
     if not isinstance(values, dict):
         raise ValueError(f"{config}: not the config of a PoseEncoder or T2IAdapter (a JSON {type(values).__name__}, not an object)")
     return values

@@ -15,12 +15,12 @@ config, a ``summary.json`` that names a stage, the TensorBoard folder of the sta
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
 from model.checkpointing import CHECKPOINT_RE, list_checkpoints
+from pose_data.json_file import read_json
 
 #: Files of a checkpoint folder: fyp-train's state, accelerate's save_state (also with a rank suffix), atomic temps.
 CHECKPOINT_FILE_RE = re.compile(
@@ -35,8 +35,8 @@ CONFIG_KEYS = ("output_dir", "max_steps", "optim")  # every fyp-train config.jso
 
 def _json_object(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        data = read_json(path)
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 

@@ -23,6 +23,7 @@ from model.pose_encoder import load_pose_encoder as load_pretrained_pose_encoder
 from model.shard_stream import resolve_shards
 from model.stage1_config import Stage1Config
 from model.trainer_core import Trainer, noise_prediction_loss
+from pose_data.json_file import read_json
 
 log = logging.getLogger(__name__)
 RUN_INFO = "fyp_run.json"  # written into each checkpoint folder: what the checkpoint was trained on
@@ -97,9 +98,9 @@ class Stage1Trainer(Trainer):
         info = checkpoint / RUN_INFO
         if info.is_file():
             try:
-                recorded = json.loads(info.read_text())
-            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-                raise ValueError(f"{info}: not readable JSON ({type(err).__name__}); resume another checkpoint") from None
+                recorded = read_json(info)
+            except ValueError as err:
+                raise ValueError(f"{err}; resume another checkpoint") from None
             if not isinstance(recorded, dict) or not isinstance(recorded.get("skeleton_style"), (str, type(None))):
                 raise ValueError(f"{info}: not what fyp-train writes there (an object with skeleton_style); resume another checkpoint")
             check_style(recorded.get("skeleton_style"), self.skeleton_style, f"the checkpoint {checkpoint}")

@@ -29,6 +29,7 @@ from model.official_weights import check_safetensors_header, find_release, looke
 from model.pose_encoder import PoseEncoder
 from model.video_unet import VideoLayersConfig, VideoUNet, is_video_layer
 from pose_data.atomic import atomic_path
+from pose_data.json_file import read_json
 
 log = logging.getLogger(__name__)
 FORMAT = "fyp-video-layers"
@@ -57,10 +58,7 @@ def read_video_layers_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"video layers folder {str(folder)!r} has no config.json")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: not readable JSON ({type(err).__name__}: {err})") from None
+    config = read_json(path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else f"a JSON {type(config).__name__}"
         raise ValueError(f"{path} is not a video-layers config (format {found!r}, expected {FORMAT!r})")

@@ -19,12 +19,12 @@ and nothing in it touched that the command did not write.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
+from pose_data.json_file import read_json
 from pose_data.utf8_text import utf8_text
 
 SKELETON_FILE = "skeleton.mp4"
@@ -153,9 +153,9 @@ def check_manifest(out: Path) -> None:
     command = None
     if path.is_file() and not path.is_symlink():
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
             command = data.get("command") if isinstance(data, dict) else None
-        except (OSError, ValueError):
+        except ValueError:
             command = None
     if command != COMMAND:
         whose = f"written by {command}" if isinstance(command, str) else "not one pose-data extract-poses wrote"
