@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from model.train_config import (
-    MAX_INFERENCE_STEPS,
-    MAX_SEED,
     TrainConfig,
+    check_data_and_validation,
     check_int,
     check_number,
-    check_prompts,
     check_resolution,
 )
 from pose_data.config import load_preset_or_file
@@ -58,16 +56,9 @@ class Stage1Config(TrainConfig):
         super().validate()
         d, m, v = self.data, self.model, self.validation
         check_resolution("data.resolution", d.resolution, "VAE factor 8 x pose-encoder levels")
-        check_number("data.caption_dropout", d.caption_dropout, minimum=0, maximum=1)
-        check_int("data.shuffle_buffer", d.shuffle_buffer, 0)
-        check_int("data.num_workers", d.num_workers, 0)
+        check_data_and_validation(d, v)
         check_number("model.pose_scale", m.pose_scale)
-        check_int("validation.every", v.every, 0)
-        check_prompts("validation.prompts", v.prompts, v.every)
         check_int("validation.num_poses", v.num_poses, 1)
-        check_int("validation.num_inference_steps", v.num_inference_steps, 1, MAX_INFERENCE_STEPS)
-        check_number("validation.guidance_scale", v.guidance_scale, minimum=0)
-        check_int("validation.seed", v.seed, 0, MAX_SEED)
 
 
 PRESETS = ("stage1", "stage1-tiny")

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from model.train_config import (
-    MAX_INFERENCE_STEPS,
-    MAX_SEED,
     TrainConfig,
+    check_data_and_validation,
     check_int,
     check_number,
-    check_prompts,
     check_resolution,
 )
 from model.video_unet import DEFAULT_TRAINABLE, VideoLayersConfig
@@ -81,16 +79,9 @@ class Stage2Config(TrainConfig):
         check_resolution("data.resolution", d.resolution, "VAE factor 8 x UNet levels")
         check_int("data.num_frames", d.num_frames, 1, MAX_FRAMES)
         check_int("data.frame_stride", d.frame_stride, 1, MAX_FRAME_STRIDE)
-        check_number("data.caption_dropout", d.caption_dropout, minimum=0, maximum=1)
-        check_int("data.shuffle_buffer", d.shuffle_buffer, 0)
-        check_int("data.num_workers", d.num_workers, 0)
-        check_int("validation.every", v.every, 0)
-        check_prompts("validation.prompts", v.prompts, v.every)
+        check_data_and_validation(d, v)
         if v.num_frames is not None:
             check_int("validation.num_frames", v.num_frames, 1, MAX_FRAMES)
-        check_int("validation.num_inference_steps", v.num_inference_steps, 1, MAX_INFERENCE_STEPS)
-        check_number("validation.guidance_scale", v.guidance_scale, minimum=0)
-        check_int("validation.seed", v.seed, 0, MAX_SEED)
         check_number("validation.fps", v.fps, above=0, maximum=100)  # a GIF frame lasts at least 10 ms
 
 

@@ -47,6 +47,18 @@ MAX_RESOLUTION = 4096
 MAX_INFERENCE_STEPS = 999
 
 
+def check_data_and_validation(data, validation) -> None:
+    """The data and validation settings both stages have (``data``/``validation`` of a stage config)."""
+    check_number("data.caption_dropout", data.caption_dropout, minimum=0, maximum=1)
+    check_int("data.shuffle_buffer", data.shuffle_buffer, 0)
+    check_int("data.num_workers", data.num_workers, 0)
+    check_int("validation.every", validation.every, 0)
+    check_prompts("validation.prompts", validation.prompts, validation.every)
+    check_int("validation.num_inference_steps", validation.num_inference_steps, 1, MAX_INFERENCE_STEPS)
+    check_number("validation.guidance_scale", validation.guidance_scale, minimum=0)
+    check_int("validation.seed", validation.seed, 0, MAX_SEED)
+
+
 def check_resolution(name: str, value, why: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 64 <= value <= MAX_RESOLUTION or value % 64:
         raise ValueError(f"{name} must be a multiple of 64 from 64 to {MAX_RESOLUTION} ({why}), got {value!r}")
