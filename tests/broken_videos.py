@@ -93,10 +93,14 @@ def write_video(
     rotation: float | None = None,
     time_base: Fraction = Fraction(1, 1000),
     options: dict[str, str] | None = None,
+    comment: str | None = None,
 ) -> Path:
-    """Encode (H, W, 3) RGB ``images`` shown at ``times`` (seconds) into ``path`` (format from its suffix)."""
+    """Encode (H, W, 3) RGB ``images`` shown at ``times`` (seconds) into ``path`` (format from its suffix), with the
+    container's comment tag ``comment`` as it is, if given."""
     height, width = images[0].shape[:2]
     with av.open(str(path), mode="w") as container:
+        if comment is not None:
+            container.metadata["comment"] = comment
         stream = container.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = time_base

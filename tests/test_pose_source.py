@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from broken_videos import write_video
 from model.generate_cli import main as generate_main
 from model.pose_source import detect_kind, load_pose_frames
 from pose_data.video_writer import Mp4Writer
@@ -55,21 +56,9 @@ def write_keypoints(path: Path, rows: int = 1, width: int = SIZE, height: int = 
 
 
 def write_raw_video(path: Path, frames: list[np.ndarray], *, codec: str = "libx264", fps: int = 8, comment: str | None = None) -> Path:
-    """An mp4 written with PyAV directly: any codec (``mpeg4`` is the official example videos' MPEG-4 Part 2), and a
-    comment tag as it is (Mp4Writer writes only valid JSON), or none."""
-    with av.open(str(path), "w", format="mp4") as container:
-        if comment is not None:
-            container.metadata["comment"] = comment
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    """An mp4 at ``fps`` written with PyAV directly: any codec (``mpeg4`` is the official example videos' MPEG-4 Part
+    2), and a comment tag as it is (Mp4Writer writes only valid JSON), or none."""
+    return write_video(path, frames, [i / fps for i in range(len(frames))], codec=codec, comment=comment)
 
 
 def png_declaring(path: Path, width: int, height: int) -> Path:
