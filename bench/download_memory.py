@@ -29,7 +29,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 def child(folder: str, name: str) -> dict:
-    from pose_data.download import DownloadOptions, download_shard
+    from pose_data.laion.download import DownloadOptions, download_shard
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=folder))
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -31,7 +31,7 @@ SIZES = {"64x64": (64, 64), "1080p": (1920, 1080), "4K": (3840, 2160)}
 
 def run_variant(video: str, args) -> dict:
     """Score one video with fyp-eval in this process; its peak RSS and seconds."""
-    from model.eval_cli import main as eval_main
+    from model.evaluation.cli import main as eval_main
 
     work = Path(video).parent
     lines = work / f"{Path(video).stem}.jsonl"
@@ -47,7 +47,7 @@ def run_variant(video: str, args) -> dict:
 def write_black_video(path: Path, width: int, height: int, frames: int) -> Path:
     import numpy as np
 
-    from pose_data.video_writer import write_video
+    from pose_data.media.video_writer import write_video
 
     black = np.zeros((height, width, 3), np.uint8)
     return write_video((black for _ in range(frames)), path, 30.0)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_variant(args.variant, args)))
         return
 
-    from model.tiny_clip import make_tiny_clip
+    from model.nets.tiny_clip import make_tiny_clip
 
     code = str(Path(args.code).resolve()) if args.code else str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": code, "HF_HUB_OFFLINE": "1"}

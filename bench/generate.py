@@ -44,7 +44,7 @@ def run_variant(variant: str, root: str, frames: int, args) -> dict:
     import numpy as np
     import torch
 
-    from model.follow_your_pose_pipeline import FollowYourPosePipeline
+    from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     pipe = FollowYourPosePipeline.from_parts(f"{root}/base", f"{root}/pose_encoder", device=args.device, dtype=torch_dtype)
@@ -83,8 +83,8 @@ def run_pose_source(video: str, root: str, frames: int, args) -> dict:
     """fyp-generate's work on one pose source in this process: its peak RSS after loading the poses and after generating."""
     import torch
 
-    from model.follow_your_pose_pipeline import FollowYourPosePipeline
-    from model.pose_source import load_pose_frames
+    from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
+    from model.generation.pose_source import load_pose_frames
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     pipe = FollowYourPosePipeline.from_parts(f"{root}/base", f"{root}/pose_encoder", device=args.device, dtype=torch_dtype)
@@ -102,7 +102,7 @@ def write_skeleton_video(path: Path, width: int, height: int, frames: int) -> No
     """``frames`` skeleton-like frames (coloured bars moving over black) at ``width`` x ``height``."""
     import numpy as np
 
-    from pose_data.video_writer import Mp4Writer
+    from pose_data.media.video_writer import Mp4Writer
 
     with Mp4Writer(path, 8, preset="ultrafast", comment={"format": "fyp-skeleton-video"}) as writer:
         for i in range(frames):
@@ -116,9 +116,9 @@ def write_skeleton_video(path: Path, width: int, height: int, frames: int) -> No
 def pose_source_main(args) -> None:
     import torch
 
-    from model.base_model import load_base_model
-    from model.pose_encoder import PoseEncoder
-    from model.tiny_base import make_tiny_base
+    from model.nets.base_model import load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.nets.tiny_base import make_tiny_base
 
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.source_sizes]
     results = {}
@@ -175,9 +175,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from model.base_model import load_base_model
-    from model.pose_encoder import PoseEncoder
-    from model.tiny_base import make_tiny_base
+    from model.nets.base_model import load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.nets.tiny_base import make_tiny_base
 
     with tempfile.TemporaryDirectory() as tmp:
         base = make_tiny_base(Path(tmp) / "base", **SIZES[args.size])

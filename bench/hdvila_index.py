@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pose_data.video_decode import THREAD_TYPE
+from pose_data.media.video_decode import THREAD_TYPE
 
 
 def make_video(path: Path, seconds: int, fps: int = 25, size: tuple[int, int] = (320, 240)) -> None:
@@ -44,7 +44,7 @@ def bare_decode(path: Path, start: float, end: float) -> int:
     kept = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = THREAD_TYPE  # the indexer's setting (see pose_data/video_decode.py)
+        stream.thread_type = THREAD_TYPE  # the indexer's setting (see pose_data/media/video_decode.py)
         container.seek(int(start / stream.time_base), backward=True, any_frame=False, stream=stream)
         for frame in container.decode(stream):
             t = float(frame.pts * stream.time_base)
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     from pipelines.hdvila_index import build_hdvila_index
-    from pose_data.hdvila_config import HdvilaIndexConfig
-    from pose_data.video_decode import decode_span
+    from pose_data.hdvila.config import HdvilaIndexConfig
+    from pose_data.media.video_decode import decode_span
 
     seconds = int(args.minutes * 60)
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.demo import sample_dir
     from pipelines.laion_pose import build_laion_pose, download_options
     from pose_data.config import load_config
-    from pose_data.download import download_shard
-    from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
-    from pose_data.local_http import serve_directory
-    from pose_data.pose_batch import PoseBatchRunner
+    from pose_data.http.local_http import serve_directory
+    from pose_data.laion.config import LaionPoseConfig, preset_or_file
+    from pose_data.laion.download import download_shard
+    from pose_data.laion.pose_batch import PoseBatchRunner
 
     photos = ["astronaut.jpg", "cameraman.jpg", "grace_hopper.jpg"]
     overrides = {

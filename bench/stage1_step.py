@@ -39,9 +39,9 @@ SIZES = {  # make_tiny_base keyword arguments
 def run_variant(variant: str, base: str, resolution: int, batch: int, steps: int, device: str, dtype: str) -> dict:
     import torch
 
-    from model.base_model import encode_prompts, load_base_model
-    from model.pose_encoder import PoseEncoder
-    from model.train_stage1 import diffusion_loss
+    from model.nets.base_model import encode_prompts, load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.training.stage1 import diffusion_loss
 
     torch.manual_seed(0)
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_variant(args.variant, args.base, args.resolution, args.batch, args.steps, args.device, args.dtype)))
         return
 
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     with tempfile.TemporaryDirectory() as tmp:
         base = make_tiny_base(Path(tmp) / "base", **SIZES[args.size])

@@ -32,10 +32,10 @@ from step_timing import time_steps  # noqa: E402
 def run_variant(variant: str, base: str, resolution: int, frames: int, batch: int, steps: int, device: str, dtype: str) -> dict:
     import torch
 
-    from model.base_model import encode_prompts, load_base_model
-    from model.stage2_config import Stage2Config, preset_or_file
-    from model.train_stage2 import video_diffusion_loss
-    from model.video_unet import VideoUNet
+    from model.nets.base_model import encode_prompts, load_base_model
+    from model.nets.video_unet import VideoUNet
+    from model.training.stage2 import video_diffusion_loss
+    from model.training.stage2_config import Stage2Config, preset_or_file
     from pose_data.config import load_config
 
     torch.manual_seed(0)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
 
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     with tempfile.TemporaryDirectory() as tmp:
         base = make_tiny_base(Path(tmp) / "base", **SIZES[args.size])

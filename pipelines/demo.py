@@ -29,8 +29,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pose_data.config import load_config
-from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
-from pose_data.local_http import serve_directory
+from pose_data.http.local_http import serve_directory
+from pose_data.laion.config import LaionPoseConfig, preset_or_file
 
 
 def sample_dir() -> Path:
@@ -81,8 +81,8 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
 def run_hdvila_demo(out: Path, *, progress: bool = True) -> Path:
     """The bundled HD-VILA-style metadata over the bundled videos -> OUT/hdvila (index + clips)."""
     from pipelines.hdvila_index import build_hdvila_index
-    from pose_data.hdvila_config import HdvilaIndexConfig
-    from pose_data.hdvila_config import preset_or_file as hdvila_preset
+    from pose_data.hdvila.config import HdvilaIndexConfig
+    from pose_data.hdvila.config import preset_or_file as hdvila_preset
 
     videos = sample_dir().parent / "hdvila"
     cfg = load_config(HdvilaIndexConfig, hdvila_preset("tiny"))
@@ -95,10 +95,10 @@ def run_hdvila_demo(out: Path, *, progress: bool = True) -> Path:
 
 def run_stage1_demo(out: Path, laion_pose: Path) -> Path:
     """Tiny base model + a few dozen stage-1 steps on the demo's LAION-Pose; returns the last grid."""
-    from model.stage1_config import Stage1Config
-    from model.stage1_config import preset_or_file as stage1_preset
-    from model.tiny_base import make_tiny_base
-    from model.train_stage1 import train_stage1
+    from model.nets.tiny_base import make_tiny_base
+    from model.training.stage1 import train_stage1
+    from model.training.stage1_config import Stage1Config
+    from model.training.stage1_config import preset_or_file as stage1_preset
 
     base = make_tiny_base(out / "tiny-sd", seed=0)
     cfg = load_config(
@@ -113,9 +113,9 @@ def run_stage1_demo(out: Path, laion_pose: Path) -> Path:
 
 def run_stage2_demo(out: Path, hdvila: Path) -> Path:
     """A few stage-2 steps on the demo's HD-VILA clip shards over the demo's tiny base; returns the last GIF."""
-    from model.stage2_config import Stage2Config
-    from model.stage2_config import preset_or_file as stage2_preset
-    from model.train_stage2 import train_stage2
+    from model.training.stage2 import train_stage2
+    from model.training.stage2_config import Stage2Config
+    from model.training.stage2_config import preset_or_file as stage2_preset
 
     cfg = load_config(
         Stage2Config,
@@ -133,11 +133,11 @@ def driving_video() -> Path:
 
 def run_generate_demo(out: Path, *, progress: bool = True) -> tuple[Path, Path]:
     """extract-poses on the bundled driving video, then a 16-frame fyp-generate from the demo's two stages."""
-    from model.follow_your_pose_pipeline import FollowYourPosePipeline
-    from model.generate_cli import VideoSettings, generate_one
+    from model.generation.cli import VideoSettings, generate_one
+    from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
     from pipelines.extract_poses import FAILED, extract_poses
-    from pose_data.extract_poses_config import ExtractPosesConfig
-    from pose_data.extract_poses_config import preset_or_file as extract_preset
+    from pose_data.extract_poses.config import ExtractPosesConfig
+    from pose_data.extract_poses.config import preset_or_file as extract_preset
 
     cfg = load_config(ExtractPosesConfig, extract_preset("extract_poses-tiny"))
     manifest = extract_poses([str(driving_video())], str(out / "poses"), cfg, overwrite=True, progress=progress)
@@ -153,11 +153,11 @@ def run_generate_demo(out: Path, *, progress: bool = True) -> tuple[Path, Path]:
 
 def run_eval_demo(out: Path, videos: Path, *, progress: bool = True) -> Path:
     """fyp-eval on the generated folder: a tiny random CLIP (its scores are plumbing) and MediaPipe poses."""
-    from model.eval_config import EvalConfig
-    from model.eval_config import preset_or_file as eval_preset
-    from model.eval_inputs import read_inputs
-    from model.evaluate_videos import evaluate_videos, format_table
-    from model.tiny_clip import make_tiny_clip
+    from model.evaluation.config import EvalConfig
+    from model.evaluation.config import preset_or_file as eval_preset
+    from model.evaluation.evaluate_videos import evaluate_videos, format_table
+    from model.evaluation.inputs import read_inputs
+    from model.nets.tiny_clip import make_tiny_clip
 
     clip = make_tiny_clip(out / "tiny-clip", seed=0)
     cfg = load_config(EvalConfig, eval_preset("eval-tiny"), {"clip_model": str(clip)})

@@ -4,11 +4,11 @@ Layout::
 
     DIR/<name>/skeleton.mp4        the skeletons, one per sampled frame, at the sampled rate, the video's
                                    (upright) size; its comment tag records the skeleton style
-    DIR/<name>/keypoints.parquet   one row per sampled frame (pose_data.pose_sequence); records the source
+    DIR/<name>/keypoints.parquet   one row per sampled frame (pose_data.pose.sequence); records the source
                                    file (size, mtime, head hash) and the settings a re-run compares
     DIR/manifest.json              config, versions, every video's status / error / counts / timings
 
-``<name>`` is the video's file name without its extension, made safe (:mod:`pose_data.extract_poses_output`:
+``<name>`` is the video's file name without its extension, made safe (:mod:`pose_data.extract_poses.output`:
 never DIR itself or outside it, never hidden; a non-UTF-8 name escaped) and recorded in the manifest. A video's two
 files are written into a hidden temp folder renamed into place when both are there, so a killed or failed video
 leaves no half result. Videos run one after the other in this process with one pose model (a driving video is short
@@ -27,10 +27,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
-from pose_data.extract_poses_config import ExtractPosesConfig
-from pose_data.extract_poses_output import (
+from pose_data.extract_poses.config import ExtractPosesConfig
+from pose_data.extract_poses.output import (
     COMMAND,
     KEYPOINTS_FILE,
     MANIFEST_FILE,
@@ -45,13 +44,14 @@ from pose_data.extract_poses_output import (
     sweep_temp_folders,
     video_folder_name,
 )
-from pose_data.frame_sampling import RateSampler
-from pose_data.manifest import package_versions
-from pose_data.pose_sequence import extract_pose_sequence, read_pose_sequence
+from pose_data.files.atomic import write_json_atomic
+from pose_data.files.manifest import package_versions
+from pose_data.files.utf8_text import utf8_text
+from pose_data.media.frame_sampling import RateSampler
+from pose_data.media.video_decode import VideoDecodeError, probe_video
+from pose_data.media.video_writer import Mp4Writer
+from pose_data.pose.sequence import extract_pose_sequence, read_pose_sequence
 from pose_data.run_lock import lock_output
-from pose_data.utf8_text import utf8_text
-from pose_data.video_decode import VideoDecodeError, probe_video
-from pose_data.video_writer import Mp4Writer
 
 log = logging.getLogger(__name__)
 DONE, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -116,7 +116,7 @@ def _extract_all(names: dict[str, Path], out: Path, cfg: ExtractPosesConfig, pro
                 entries.append({**entry, "status": SKIPPED, **_summary(done)})
                 continue
             if estimator is None:  # PoseModelLoadError: one line, and the run stops
-                from pose_data.pose_estimator import load_pose_estimator
+                from pose_data.pose.backends import load_pose_estimator
 
                 estimator = load_pose_estimator(cfg.pose)
             built = new_video_folder(out)  # renamed to `folder` once both files are there; removed otherwise

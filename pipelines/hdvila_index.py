@@ -19,12 +19,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.ray_utils import ShardAttempts, is_lost_work, ray_session, worker_location
-from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
-from pose_data.hdvila_config import HdvilaIndexConfig
-from pose_data.hdvila_metadata import metadata_files, read_captions, read_hdvila_metadata
-from pose_data.hdvila_shard import ClipShardStats, index_shard
-from pose_data.manifest import count_statuses, package_versions, print_summary
+from pose_data.files.atomic import write_json_atomic
+from pose_data.files.manifest import count_statuses, package_versions, print_summary
+from pose_data.hdvila.config import HdvilaIndexConfig
+from pose_data.hdvila.metadata import metadata_files, read_captions, read_hdvila_metadata
+from pose_data.hdvila.shard import ClipShardStats, index_shard
 from pose_data.progress import StatusProgress
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
@@ -72,7 +72,7 @@ def _index_task(shard_id: int, input_path: str, videos: dict, cfg_dict: dict, ou
 
 
 def _download_task(url: str, video_id: str, folder: str, guards: dict) -> tuple[str, str | None, str | None]:
-    from pose_data.video_download import VideoDownloadError, download_video
+    from pose_data.hdvila.video_download import VideoDownloadError, download_video
 
     try:
         return video_id, str(download_video(url, video_id, Path(folder), **guards)), None
@@ -109,7 +109,7 @@ def build_hdvila_index(
 def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, captions, overwrite: bool, progress: bool) -> dict:
     import pyarrow.parquet as pq
 
-    from pose_data.video_lookup import VideoIndex
+    from pose_data.hdvila.video_lookup import VideoIndex
 
     started = time.time()
     cfg.validate()

@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.ray_utils import ShardAttempts, ray_session, require_resources, worker_location
-from pose_data.atomic import write_json_atomic
 from pose_data.config import to_dict
-from pose_data.download import DownloadOptions, download_shard
-from pose_data.laion_pose_config import LaionPoseConfig
-from pose_data.laion_pose_shard import ShardStats, assemble_shard, shard_name
-from pose_data.manifest import count_statuses, package_versions, print_summary
-from pose_data.metadata_reader import expand_inputs, read_metadata_tables
-from pose_data.pose_batch import PoseBatchRunner
-from pose_data.pose_estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelLoadError, describe_load_failure
+from pose_data.files.atomic import write_json_atomic
+from pose_data.files.manifest import count_statuses, package_versions, print_summary
+from pose_data.files.metadata_reader import expand_inputs, read_metadata_tables
+from pose_data.laion.config import LaionPoseConfig
+from pose_data.laion.download import DownloadOptions, download_shard
+from pose_data.laion.pose_batch import PoseBatchRunner
+from pose_data.laion.shard import ShardStats, assemble_shard, shard_name
+from pose_data.pose.estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelLoadError, describe_load_failure
 from pose_data.progress import StatusProgress
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files

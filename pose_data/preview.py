@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pose_data.atomic import atomic_path
+from pose_data.files.atomic import atomic_path
 
 THUMB = 192
 
@@ -60,7 +60,7 @@ def write_laion_pose_preview(out_dir: Path, counts: dict[str, int], max_images: 
 
 def clip_frames(video_path: str, start: float, end: float, num_frames: int) -> list[np.ndarray]:
     """The first, middle and last kept frame of a clip span, as RGB arrays (decoded once)."""
-    from pose_data.video_decode import decode_span
+    from pose_data.media.video_decode import decode_span
 
     wanted = sorted({0, num_frames // 2, max(num_frames - 1, 0)})
     frames: list[np.ndarray] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pose_data.atomic import atomic_path, remove_stale_temp_files, write_json_atomic
+from pose_data.files.atomic import atomic_path, remove_stale_temp_files, write_json_atomic
 
 PLAN_FILE = "_work/plan.json"
 

@@ -27,7 +27,7 @@ def build_clip_shards(out: Path, *, frames: int | None = None) -> Path:
     """``index-hdvila --write-clips`` over the bundled videos: 64-px square clips at 8 fps (or ``frames`` JPEGs)."""
     from pipelines.hdvila_index import build_hdvila_index
     from pose_data.config import load_config
-    from pose_data.hdvila_config import HdvilaIndexConfig, preset_or_file
+    from pose_data.hdvila.config import HdvilaIndexConfig, preset_or_file
 
     layers = [preset_or_file("tiny"), {"shard_size": 4, "preview_clips": 0, "clips": {"size": 64, "frames": frames, "stride": 2}}]
     cfg = load_config(HdvilaIndexConfig, *layers)

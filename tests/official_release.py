@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.pose_encoder import PoseEncoder
-from model.video_unet import VideoLayersConfig, VideoUNet
+from model.nets.pose_encoder import PoseEncoder
+from model.nets.video_unet import VideoLayersConfig, VideoUNet
 
 
 def official_adapter_keys(encoder: PoseEncoder) -> dict[str, torch.Tensor]:
@@ -120,8 +120,8 @@ def official_example_video(path: Path, *, size: int = 512, seconds: float = 3.0,
     import av
     import numpy as np
 
-    from pose_data.keypoints import PersonPose
-    from pose_data.skeleton import render_skeleton
+    from pose_data.pose.keypoints import PersonPose
+    from pose_data.skeleton.render import render_skeleton
 
     # COCO-17 for a standing person facing the camera, in units of the frame (x, y)
     still = {0: (0.50, 0.18), 1: (0.52, 0.16), 2: (0.48, 0.16), 3: (0.54, 0.17), 4: (0.46, 0.17), 5: (0.58, 0.28), 6: (0.42, 0.28),

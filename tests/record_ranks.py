@@ -9,15 +9,15 @@ from pathlib import Path
 
 
 def main() -> None:
-    from model.cli import build_parser, stage_config
+    from model.training.cli import build_parser, stage_config
 
     record, argv = Path(sys.argv[1]), sys.argv[2:]
     args = build_parser().parse_args(argv)
     cfg = stage_config(args)
     if args.command == "stage1":
-        from model.train_stage1 import Stage1Trainer as base_class
+        from model.training.stage1 import Stage1Trainer as base_class
     else:
-        from model.train_stage2 import Stage2Trainer as base_class
+        from model.training.stage2 import Stage2Trainer as base_class
 
     class Recording(base_class):
         seen: list[list[str]] = []

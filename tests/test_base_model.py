@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.base_model import _is_local, encode_images, encode_prompts, load_base_model
-from model.tiny_base import CLIP_VOCAB_SIZE, make_clip_tokenizer, make_tiny_base
+from model.nets.base_model import _is_local, encode_images, encode_prompts, load_base_model
+from model.nets.tiny_base import CLIP_VOCAB_SIZE, make_clip_tokenizer, make_tiny_base
 
 SENTENCES = [
     "a photo of a person doing yoga",

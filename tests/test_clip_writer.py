@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import broken_videos as bv
-from pose_data.clip_writer import ClipEncoder, FrameSampler, frame_to_rgb, output_size, resampled_count
-from pose_data.video_decode import decode_span
+from pose_data.media.clip_writer import ClipEncoder, FrameSampler, frame_to_rgb, output_size, resampled_count
+from pose_data.media.video_decode import decode_span
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pose_data.cli import build_parser, laion_pose_config
+from pipelines.cli import build_parser, laion_pose_config
 from pose_data.config import from_dict, load_config, parse_overrides, to_dict
-from pose_data.laion_pose_config import PRESETS, LaionPoseConfig, preset_or_file
+from pose_data.laion.config import PRESETS, LaionPoseConfig, preset_or_file
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -66,7 +66,7 @@ def test_yaml_that_does_not_parse_is_named_with_its_line(tmp_path):
 
 def test_a_partial_section_keeps_the_fields_own_defaults():
     """extract-poses' filter defaults differ from FilterConfig's: setting one key must not bring the others back."""
-    from pose_data.extract_poses_config import ExtractPosesConfig
+    from pose_data.extract_poses.config import ExtractPosesConfig
 
     cfg = load_config(ExtractPosesConfig, parse_overrides(["filter.min_keypoint_score=0.4"]))
     assert (cfg.filter.min_keypoint_score, cfg.filter.min_keypoints, cfg.filter.max_persons, cfg.filter.min_image_size) == (0.4, 4, 20, 0)

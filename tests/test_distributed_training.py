@@ -26,7 +26,7 @@ def clips_dir(ray_local, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny-sd", seed=0)
 
@@ -55,7 +55,7 @@ def stage2_args(clips_dir, tiny_base, out: Path, *extra) -> list:
 
 
 def test_two_processes_split_the_data_and_only_the_main_one_writes(tmp_path, clips_dir, tiny_base):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     record = tmp_path / "record"
     args = stage2_args(clips_dir, tiny_base, tmp_path / "run", "max_steps=3", "checkpoint_every=3", "validation.every=3")

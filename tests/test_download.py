@@ -9,7 +9,7 @@ from PIL import Image
 
 import bad_images
 from conftest import Route
-from pose_data.download import DownloadOptions, download_shard
+from pose_data.laion.download import DownloadOptions, download_shard
 
 
 def _decode(data: bytes) -> Image.Image:

@@ -20,16 +20,17 @@ import pytest
 import torch
 from PIL import Image
 
-from model.clip_metrics import ClipEmbedder, clip_score, consecutive_cosines, frame_clip_cosines, frame_consistency
-from model.eval_cli import main as eval_main
-from model.tiny_base import make_clip_tokenizer
-from model.tiny_clip import make_tiny_clip
-from pose_data.clip_writer import frame_to_rgb
-from pose_data.pose_estimator import PoseModelConfig, build_pose_estimator
-from pose_data.pose_sequence import SCHEMA, PoseSequence
-from pose_data.skeleton import render_skeleton
-from pose_data.video_decode import decode_video
-from pose_data.video_writer import write_video
+from model.evaluation.cli import main as eval_main
+from model.evaluation.clip_metrics import ClipEmbedder, clip_score, consecutive_cosines, frame_clip_cosines, frame_consistency
+from model.nets.tiny_base import make_clip_tokenizer
+from model.nets.tiny_clip import make_tiny_clip
+from pose_data.media.clip_writer import frame_to_rgb
+from pose_data.media.video_decode import decode_video
+from pose_data.media.video_writer import write_video
+from pose_data.pose.backends import build_pose_estimator
+from pose_data.pose.estimator import PoseModelConfig
+from pose_data.pose.sequence import SCHEMA, PoseSequence
+from pose_data.skeleton.render import render_skeleton
 
 SAMPLES = Path(str(resources.files("pose_data") / "sample_data" / "laion"))
 PHOTO = SAMPLES / "astronaut.jpg"  # one person, 8 confident BlazePose keypoints
@@ -228,7 +229,7 @@ def pose_rows(frames: list, dx: float = 0.0) -> list[dict]:
 
 
 def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
-    from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
+    from model.evaluation.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
 
     rows = pose_rows(astronaut["frames"])
     videos = []
@@ -257,7 +258,7 @@ def test_pooled_ap_is_one_cocoeval_over_every_videos_frames(astronaut):
 def test_only_frames_asking_for_a_person_are_compared_and_unseen_persons_do_not_set_oks(astronaut):
     """A requested row that is not ``ok`` was drawn as a blank skeleton (no constraint): its frame is not compared. A
     requested person with no visible keypoint changes neither AP nor the OKS."""
-    from model.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
+    from model.evaluation.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
 
     found = astronaut["frames"]
     rows = [{"status": status, "width": 512, "height": 512, "keypoints": [found[i][0].keypoints.tolist()], "bboxes": [list(found[i][0].bbox)]}
@@ -282,8 +283,8 @@ def test_requested_keypoints_follow_the_cover_crop_of_another_aspect(astronaut, 
     centre: a marked pixel of a 1000 x 700 frame lands where :class:`CoverCrop` puts it, and the photo's keypoints
     written in the coordinates of a 1280 x 1024 frame it was cropped from (scale 0.5, 64 px cut on each side) score
     AP 1.0 on the 512 x 512 video."""
-    from model.frame_transforms import cover_and_center_crop
-    from model.pose_accuracy import CoverCrop
+    from model.datasets.frame_transforms import cover_and_center_crop
+    from model.evaluation.pose_accuracy import CoverCrop
 
     source = np.zeros((700, 1000, 3), np.uint8)
     source[300:310, 600:610] = 255  # a 10 x 10 block centred at (605, 305)
@@ -292,7 +293,7 @@ def test_requested_keypoints_follow_the_cover_crop_of_another_aspect(astronaut, 
     expected = CoverCrop.between(1000, 700, 512, 512).points(np.array([605.0, 305.0]))
     assert np.allclose([xs.mean() + 0.5, ys.mean() + 0.5], expected, atol=0.75), (xs.mean(), ys.mean(), expected)
 
-    from pose_data.keypoints import PersonPose
+    from pose_data.pose.keypoints import PersonPose
 
     def in_big_frame(person):
         keypoints = person.keypoints.copy()
@@ -309,7 +310,7 @@ def test_requested_keypoints_follow_the_cover_crop_of_another_aspect(astronaut, 
 
 
 def _moved(person, dx: float):
-    from pose_data.keypoints import PersonPose
+    from pose_data.pose.keypoints import PersonPose
 
     keypoints = person.keypoints.copy()
     keypoints[:, 0] += dx
@@ -333,10 +334,10 @@ def generated(tmp_path_factory, astronaut):
     """A folder of real fyp-generate output (tiny random SD, 4 frames, 64 px): a side-by-side video from a keypoints
     file, a video from a folder of skeleton frames (no keypoints), a stray mp4 without a sidecar, and a sidecar whose
     video was deleted."""
-    from model.base_model import load_base_model
-    from model.generate_cli import main as generate_main
-    from model.pose_encoder import PoseEncoder
-    from model.tiny_base import make_tiny_base
+    from model.generation.cli import main as generate_main
+    from model.nets.base_model import load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.nets.tiny_base import make_tiny_base
 
     root = tmp_path_factory.mktemp("generated")
     base = make_tiny_base(root / "tiny-sd", seed=0)
@@ -637,7 +638,7 @@ def test_a_rerun_scores_again_what_changed_beside_a_skeleton_video_or_in_the_cli
 
 
 def test_mmpose_runs_on_clips_device_unless_the_config_names_its_own(monkeypatch):
-    from model.eval_cli import build_parser, eval_config
+    from model.evaluation.cli import build_parser, eval_config
 
     def config(*args: str):
         return eval_config(build_parser().parse_args(["in.jsonl", "--output", "out", *args]))
@@ -654,8 +655,8 @@ def test_mmpose_runs_on_clips_device_unless_the_config_names_its_own(monkeypatch
 
 
 def test_overall_pools_the_false_positives_of_a_video_with_no_visible_requested_person(astronaut):
-    from model.evaluate_videos import overall
-    from model.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
+    from model.evaluation.evaluate_videos import overall
+    from model.evaluation.pose_accuracy import detected_annotations, keypoint_ap, requested_annotations
 
     def row(ap, requested, detected) -> dict:
         return {"status": "ok", "frame_clip_scores": [25.0] * 4, "frame_consistency": 99.0, "_pairs": 3, "person_found": 1.0, "clip_score": 25.0,
@@ -672,9 +673,9 @@ def test_overall_pools_the_false_positives_of_a_video_with_no_visible_requested_
 
 
 def test_one_video_failing_in_an_unforeseen_way_is_its_row_and_the_others_are_scored(astronaut, clip_dir, tmp_path, caplog):
-    from model.eval_config import EvalConfig
-    from model.eval_inputs import EvalItem
-    from model.evaluate_videos import evaluate_videos
+    from model.evaluation.config import EvalConfig
+    from model.evaluation.evaluate_videos import evaluate_videos
+    from model.evaluation.inputs import EvalItem
 
     cfg = EvalConfig(clip_model=str(clip_dir), device="cpu", pose=PoseModelConfig(backend="mediapipe"))
     video = str(astronaut["video"])
@@ -689,8 +690,8 @@ def test_one_video_failing_in_an_unforeseen_way_is_its_row_and_the_others_are_sc
 def test_a_hub_models_cached_revision_is_part_of_the_resume_key(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
-    from model.eval_config import EvalConfig
-    from model.evaluate_videos import fingerprint, hub_revision
+    from model.evaluation.config import EvalConfig
+    from model.evaluation.evaluate_videos import fingerprint, hub_revision
 
     cache = tmp_path / "hub"  # the hub cache's layout: models--OWNER--NAME/{refs/main, snapshots/COMMIT/...}
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
@@ -737,7 +738,7 @@ def test_a_torn_or_incomplete_journal_line_is_scored_again_and_nothing_else_is(a
 
 def sidecar(folder: Path, name: str, **fields) -> Path:
     """A minimal fyp-generate sidecar (no pose: pose accuracy stays empty) named ``name`` in ``folder``."""
-    from model.generate_cli import SIDECAR_FORMAT
+    from model.generation.cli import SIDECAR_FORMAT
 
     path = folder / name
     path.write_text(json.dumps({"format": SIDECAR_FORMAT, "prompt": "an astronaut", "fps": 8.0, **fields}))
@@ -921,9 +922,9 @@ def test_frames_are_handed_to_clip_and_the_pose_model_in_batches_and_let_go(astr
     """fyp-eval used to hold every decoded frame at full size (a 4K video of 600 frames: ~15 GB): the frames go to
     CLIP and to the pose model a batch at a time as they are decoded, and are let go after; the figures are those of
     the whole list (to the last bit for a video of at most one batch)."""
-    from model.eval_config import EvalConfig
-    from model.eval_inputs import EvalItem
-    from model.evaluate_videos import Models, score_video
+    from model.evaluation.config import EvalConfig
+    from model.evaluation.evaluate_videos import Models, score_video
+    from model.evaluation.inputs import EvalItem
 
     image = photo("astronaut", 96)
     frames = [np.roll(image, 4 * i, axis=1) for i in range(20)]  # 20 distinct frames

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pose_data.frame_sampling import RateSampler, StrideSampler, make_sampler, resampled_count
-from pose_data.pose_sequence import read_pose_sequence, render_rows
-from pose_data.video_decode import probe_video
-from pose_data.video_writer import Mp4Writer, read_video_comment
+from pose_data.media.frame_sampling import RateSampler, StrideSampler, make_sampler, resampled_count
+from pose_data.media.video_decode import probe_video
+from pose_data.media.video_writer import Mp4Writer, read_video_comment
+from pose_data.pose.sequence import read_pose_sequence, render_rows
 
 BIN = Path(sys.executable).parent / "pose-data"
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
@@ -386,7 +386,7 @@ def test_a_killed_run_leaves_no_half_video_folder(tmp_path):
 
 
 def test_video_folder_names_are_safe_and_short_enough():
-    from pose_data.extract_poses_output import video_folder_name
+    from pose_data.extract_poses.output import video_folder_name
 
     cases = {"...mp4": "__", "..mp4": "_", ".mp4": "_mp4", ".clip.mov": "_clip", "a.b.mp4": "a.b", "manifest.json.mp4": "manifest.json_",
              "dir/dance.mp4": "dance", os.fsdecode(b"caf\xe9.mp4"): "caf\\udce9"}  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pose_data.filtering import (
+from pose_data.pose.filtering import (
     STATUS_LOW_CONFIDENCE,
     STATUS_NO_PERSON,
     STATUS_OK,
@@ -19,7 +19,7 @@ from pose_data.filtering import (
     check_image_size,
     filter_persons,
 )
-from pose_data.keypoints import PersonPose
+from pose_data.pose.keypoints import PersonPose
 
 W, H = 1000, 800  # image size used by most tests; area 800,000
 

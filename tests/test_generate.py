@@ -20,14 +20,14 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from model.base_model import encode_prompts, load_base_model
-from model.follow_your_pose_pipeline import FollowYourPosePipeline
-from model.generate_cli import main as generate_main
-from model.pose_encoder import PoseEncoder
-from model.sample_video import sample_video, window_starts
-from model.video_layers import save_video_layers
-from model.video_unet import VideoLayersConfig, VideoUNet
-from pose_data.video_writer import Mp4Writer, read_video_comment
+from model.generation.cli import main as generate_main
+from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
+from model.generation.sample_video import sample_video, window_starts
+from model.nets.base_model import encode_prompts, load_base_model
+from model.nets.pose_encoder import PoseEncoder
+from model.nets.video_layers import save_video_layers
+from model.nets.video_unet import VideoLayersConfig, VideoUNet
+from pose_data.media.video_writer import Mp4Writer, read_video_comment
 
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
 SIZE = 64  # the tiny pose encoder downscales by 16
@@ -36,7 +36,7 @@ SIZE = 64  # the tiny pose encoder downscales by 16
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     """A tiny base, a pose encoder with non-zero outputs, and video layers whose temporal attention is not the identity."""
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     root = tmp_path_factory.mktemp("gen")
     base = make_tiny_base(root / "tiny-sd", seed=0)
@@ -339,7 +339,7 @@ def test_a_changed_pose_source_is_not_taken_for_done(parts, skeleton_video, tmp_
 
 
 def test_source_kind_detection(skeleton_video, tmp_path):
-    from model.pose_source import detect_kind
+    from model.generation.pose_source import detect_kind
 
     frames = decode(skeleton_video / "skeleton.mp4")
     untagged = tmp_path / "untagged_skeletons.mp4"
@@ -603,7 +603,7 @@ def test_ctrl_c_during_prompts_writes_the_manifest_of_what_was_done_and_exits_13
 
 
 def test_a_rerun_that_fails_while_writing_leaves_the_earlier_video_sidecar_and_keypoints_whole(parts, tmp_path, capsys, monkeypatch):
-    import pose_data.video_writer
+    import pose_data.media.video_writer
 
     out = tmp_path / "d.mp4"
     args = ("--pose", str(CARPHONE), "--pose-backend", "mediapipe", "--prompt", "a man", "--output", str(out), "--num-frames", "4")
@@ -611,13 +611,13 @@ def test_a_rerun_that_fails_while_writing_leaves_the_earlier_video_sidecar_and_k
     assert code == 0, err
     names = ("d.mp4", "d.mp4.json", "d.mp4.keypoints.parquet")
     before = {name: (tmp_path / name).read_bytes() for name in names}
-    real_write_video = pose_data.video_writer.write_video
+    real_write_video = pose_data.media.video_writer.write_video
 
     def disk_full(frames, path, fps, **kwargs):  # the encoder gets part of the way, then the disk is full
         real_write_video(frames[:1], path, fps, **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pose_data.video_writer, "write_video", disk_full)
+    monkeypatch.setattr(pose_data.media.video_writer, "write_video", disk_full)
     code, _, err = generate(parts, capsys, *args, "--seed", "2")  # new settings: the video is made again, and fails
     assert code == 2 and "No space left on device" in err
     assert {name: (tmp_path / name).read_bytes() for name in names} == before  # the earlier result, whole and scorable

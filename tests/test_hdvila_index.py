@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, Route
 from pose_data.config import load_config
-from pose_data.hdvila_config import HdvilaIndexConfig, preset_or_file
+from pose_data.hdvila.config import HdvilaIndexConfig, preset_or_file
 
 SAMPLES = REPO / "pose_data" / "sample_data" / "hdvila"
 EXPECTED = {  # clip id -> status, for the bundled metadata with the tiny preset
@@ -224,7 +224,7 @@ def test_broken_and_odd_videos_each_become_a_row(ray_local, tmp_path):
 def test_long_spans_are_filtered_before_decoding_and_frames_per_clip_are_bounded(tmp_path):
     """A 99-hour span used to be decoded whole before max_duration was looked at."""
     from broken_videos import long_video
-    from pose_data.hdvila_shard import index_clip
+    from pose_data.hdvila.shard import index_clip
 
     video = long_video(tmp_path / "long.mp4", seconds=30)
     row = {"status": None, "error": None, "video_id": "long", "span_start": 0.0, "span_end": 99 * 3600.0}

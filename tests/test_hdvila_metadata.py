@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from pose_data.hdvila_metadata import (
+from pose_data.hdvila.metadata import (
     ClipRow,
     clip_key,
     key_to_clip_id,

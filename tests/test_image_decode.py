@@ -12,7 +12,7 @@ from PIL import Image
 
 import bad_images as b
 from conftest import Route
-from pose_data.image_decode import PIL_DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_size
+from pose_data.media.image_decode import PIL_DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_size
 
 PATTERN = b.pattern_rgb()  # (48, 64, 3): red TL, green TR, blue BL, white BR
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)

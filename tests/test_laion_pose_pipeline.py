@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import REPO, Route
 from pose_data.config import load_config
-from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
+from pose_data.laion.config import LaionPoseConfig, preset_or_file
 
 SAMPLES = REPO / "pose_data" / "sample_data" / "laion"
 
@@ -193,7 +193,7 @@ def test_killed_run_resumes_to_the_same_output(built, metadata, tmp_path):
 
     reference, _ = built
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pose_data.cli", "build-laion-pose", str(metadata), "--output", str(out),
+    cmd = [sys.executable, "-m", "pipelines.cli", "build-laion-pose", str(metadata), "--output", str(out),
            "--config", "tiny", "--timeout", "3", "--no-progress", "--preview-images", "4", "--allow-private-addresses"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -261,7 +261,7 @@ def test_a_pose_model_that_cannot_load_stops_the_run_before_any_download(ray_loc
     meta = tmp_path / "m.csv"
     pd.DataFrame({"URL": [url], "TEXT": ["astronaut"]}).to_csv(meta, index=False)
     weights = local_site.url("mmfail/no-such-weights.pth")
-    cmd = [sys.executable, "-m", "pose_data.cli", "build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--config", "tiny",
+    cmd = [sys.executable, "-m", "pipelines.cli", "build-laion-pose", str(meta), "--output", str(tmp_path / "o"), "--config", "tiny",
            "--pose-backend", "mmpose", "--det-model", "rtmdet-tiny", "--det-checkpoint", weights, "--pose-checkpoint", "none",
            "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

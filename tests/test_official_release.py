@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.generate_cli import main as generate_main
-from model.pose_encoder import PoseEncoder, load_pose_encoder
-from model.pose_source import _fit
-from model.video_layers import load_video_unet
+from model.generation.cli import main as generate_main
+from model.generation.pose_source import _fit
+from model.nets.pose_encoder import PoseEncoder, load_pose_encoder
+from model.nets.video_layers import load_video_unet
 from official_release import (
     official_adapter_keys,
     official_checkpoints,
@@ -32,10 +32,10 @@ from official_release import (
     save_like_official_training,
     save_sharded,
 )
-from pose_data.keypoints import PersonPose
-from pose_data.pose_sequence import read_pose_sequence
-from pose_data.skeleton import render_skeleton
-from pose_data.video_writer import write_video
+from pose_data.media.video_writer import write_video
+from pose_data.pose.keypoints import PersonPose
+from pose_data.pose.sequence import read_pose_sequence
+from pose_data.skeleton.render import render_skeleton
 
 REPO = Path(__file__).resolve().parents[1]
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))  # 29.97 fps
@@ -56,7 +56,7 @@ class Trap:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """A tiny base and a "trained" official stage-2 model on it, with its state in the official key layout."""
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     root = tmp_path_factory.mktemp("official")
     base = make_tiny_base(root / "tiny-sd", seed=0, sample_size=8)  # 64x64 by default: the README's commands run as written
@@ -146,8 +146,8 @@ def test_a_folder_without_weights_says_what_it_looked_for(release, tmp_path, cap
 def test_this_projects_own_folders_are_not_taken_for_the_release(release, tmp_path):
     from safetensors.torch import save_file
 
-    from model.video_layers import save_video_layers
-    from model.video_unet import VideoLayersConfig, VideoUNet
+    from model.nets.video_layers import save_video_layers
+    from model.nets.video_unet import VideoLayersConfig, VideoUNet
 
     run = tmp_path / "runs" / "stage2"
     trained = VideoUNet(unet_of(release["base"]), VideoLayersConfig())
@@ -251,8 +251,8 @@ def test_fyp_generate_reads_every_layout_to_the_same_frames(release, driving_key
     sequence = read_pose_sequence(keypoints)
     rows = sequence.table.to_pylist()[:4]
     assert sidecar["pose"]["keypoint_rows"] == [0, 1, 2, 3]
-    from model.follow_your_pose_pipeline import FollowYourPosePipeline
-    from model.pose_source import load_pose_frames
+    from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
+    from model.generation.pose_source import load_pose_frames
 
     poses = load_pose_frames(keypoints, width=SIZE, height=SIZE, num_frames=4, fps=8.0, encoder_style="mmpose")
     first = rows[0]
@@ -339,8 +339,8 @@ def test_the_readme_official_weights_walkthrough_runs_as_written(release, tmp_pa
 
 def test_the_official_example_videos_are_read_as_skeleton_videos(tmp_path):
     """Thin MMPose-style lines lose most of their colour to MPEG-4's inter-frame coding; still a skeleton video."""
-    from model.pose_source import detect_kind, looks_like_skeletons
-    from pose_data.video_writer import Mp4Writer
+    from model.generation.pose_source import detect_kind, looks_like_skeletons
+    from pose_data.media.video_writer import Mp4Writer
 
     assert detect_kind(official_example_video(tmp_path / "vis_ikun_pose1.mov")) == "skeleton_video"
     assert detect_kind(CARPHONE) == detect_kind(BIKES) == "driving_video"

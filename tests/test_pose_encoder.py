@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import T2IAdapter, UNet2DConditionModel
 
-from model.pose_encoder import PoseEncoder, official_to_diffusers_keys
-from model.pose_unet import PoseGuidedUNet
+from model.nets.pose_encoder import PoseEncoder, official_to_diffusers_keys
+from model.nets.pose_unet import PoseGuidedUNet
 
 OFFICIAL_CHANNELS = (320, 640, 1280, 1280)
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pose_data.keypoints import COCO17_NAMES, PersonPose
-from pose_data.pose_estimator import (
+from pose_data.pose.backends import build_pose_estimator
+from pose_data.pose.estimator import (
     DEFAULT_MIN_KEYPOINT_SCORE,
     PoseEstimator,
     PoseModelConfig,
-    build_pose_estimator,
     check_images,
 )
+from pose_data.pose.keypoints import COCO17_NAMES, PersonPose
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -25,9 +25,10 @@ import yaml
 pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is required by mmdet/mmpose")
 pytest.importorskip("mmpose.apis")
 
-from pose_data.keypoints import PersonPose  # noqa: E402
-from pose_data.pose_estimator import PoseModelConfig, build_pose_estimator  # noqa: E402
-from pose_data.pose_mmpose import (  # noqa: E402
+from pose_data.pose.backends import build_pose_estimator
+from pose_data.pose.estimator import PoseModelConfig  # noqa: E402
+from pose_data.pose.keypoints import PersonPose  # noqa: E402
+from pose_data.pose.mmpose_backend import (  # noqa: E402
     DET_MODELS,
     POSE_MODELS,
     MMPosePoseEstimator,

@@ -1,4 +1,4 @@
-"""``fyp-generate``'s pose sources (:mod:`model.pose_source`) on hostile and awkward files: memory that follows the
+"""``fyp-generate``'s pose sources (:mod:`model.generation.pose_source`) on hostile and awkward files: memory that follows the
 output size, not the source's; sizes read from files bounded before anything is allocated; skeleton frame images
 decoded by the project's own decoder; untagged MMPose-style skeleton videos told from dark driving videos; broken
 metadata named by file and key."""
@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from broken_videos import write_video
-from model.generate_cli import main as generate_main
-from model.pose_source import detect_kind, load_pose_frames
-from pose_data.video_writer import Mp4Writer
+from model.generation.cli import main as generate_main
+from model.generation.pose_source import detect_kind, load_pose_frames
+from pose_data.media.video_writer import Mp4Writer
 
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
 BIKES = Path(str(resources.files("pose_data") / "sample_data" / "hdvila" / "bikes.mp4"))
@@ -109,7 +109,7 @@ def test_pose_frames_are_held_at_the_output_size_not_the_sources(kind, tmp_path)
 
 PEAK_RSS_OF_LOADING = """
 import resource, sys
-from model.pose_source import load_pose_frames
+from model.generation.pose_source import load_pose_frames
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 load_pose_frames(sys.argv[1], width=64, height=64, num_frames=2, frame_stride=1)  # imports, codec buffers: the baseline
@@ -208,7 +208,7 @@ def test_untagged_mmpose_skeleton_videos_are_skeleton_videos_and_dark_real_video
     """MMPose's 1-pixel lines at 176x144 lose most of their colour to MPEG-4 (in some frames all but the blue head and
     torso): without the extract-poses tag such a video must still read as skeletons, wherever it starts."""
     pytest.importorskip("mmpose.visualization", reason="mmpose (with mmcv) is not installed")
-    from pose_data.pose_sequence import read_pose_sequence
+    from pose_data.pose.sequence import read_pose_sequence
 
     skeletons = list(read_pose_sequence(carphone_poses / "keypoints.parquet").skeletons("mmpose"))
     assert len(skeletons) == 32 and skeletons[0].shape == (144, 176, 3)
@@ -234,9 +234,9 @@ def test_untagged_mmpose_skeleton_videos_are_skeleton_videos_and_dark_real_video
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     """A tiny SD base and an openpose-style pose encoder (initial video layers)."""
-    from model.base_model import load_base_model
-    from model.pose_encoder import PoseEncoder
-    from model.tiny_base import make_tiny_base
+    from model.nets.base_model import load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.nets.tiny_base import make_tiny_base
 
     root = tmp_path_factory.mktemp("gen")
     base = make_tiny_base(root / "tiny-sd", seed=0)

@@ -68,9 +68,9 @@ def test_extract_poses_is_quiet_and_verbose_brings_the_native_lines_back(tmp_pat
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from model.base_model import load_base_model
-    from model.pose_encoder import PoseEncoder
-    from model.tiny_base import make_tiny_base
+    from model.nets.base_model import load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.nets.tiny_base import make_tiny_base
 
     root = tmp_path_factory.mktemp("quiet")
     base = make_tiny_base(root / "tiny-sd", seed=0, sample_size=8)

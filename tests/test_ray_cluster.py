@@ -44,7 +44,7 @@ def shard_nodes(out: Path) -> dict[str, str]:
 
 
 def pose_data(*args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pose_data.cli", *args, "--no-progress"]
+    cmd = [sys.executable, "-m", "pipelines.cli", *args, "--no-progress"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -77,8 +77,8 @@ def lose_the_worker_mid_run(cluster: ClusterProcess, proc: subprocess.Popen, out
 @pytest.fixture(scope="module")
 def laion(ray_local, local_site, tmp_path_factory):
     """16 rows of real photos, served slowly enough that a run spans several seconds; and a local run's output."""
+    from pipelines.cli import build_parser, laion_pose_config
     from pipelines.laion_pose import build_laion_pose
-    from pose_data.cli import build_parser, laion_pose_config
 
     photos = ["astronaut.jpg", "cameraman.jpg", "grace_hopper.jpg", "coffee.jpg"]
     urls = [local_site.add(f"cluster/{i}.jpg", Route((LAION / photos[i % 4]).read_bytes(), delay=0.3)) for i in range(16)]
@@ -118,8 +118,8 @@ def test_build_laion_pose_survives_losing_the_worker_node_mid_run(cluster, laion
 @pytest.fixture(scope="module")
 def hdvila(ray_local, tmp_path_factory):
     """40 one-second clips of the two bundled videos, 20 shards with clip tars; and a local run's output."""
+    from pipelines.cli import build_parser, hdvila_config
     from pipelines.hdvila_index import build_hdvila_index
-    from pose_data.cli import build_parser, hdvila_config
 
     folder = tmp_path_factory.mktemp("cluster_hdvila")
     meta = folder / "meta.jsonl"

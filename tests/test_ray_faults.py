@@ -14,7 +14,7 @@ import pandas as pd
 
 from conftest import REPO, Route
 from pose_data.config import load_config
-from pose_data.laion_pose_config import LaionPoseConfig, preset_or_file
+from pose_data.laion.config import LaionPoseConfig, preset_or_file
 
 SAMPLES = REPO / "pose_data" / "sample_data" / "laion"
 

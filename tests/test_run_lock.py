@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pose_data.config import load_config
-from pose_data.hdvila_config import HdvilaIndexConfig
-from pose_data.laion_pose_config import LaionPoseConfig
+from pose_data.hdvila.config import HdvilaIndexConfig
+from pose_data.laion.config import LaionPoseConfig
 from pose_data.run_lock import OutputInUse, lock_output
 
 BIN = Path(sys.executable).parent / "pose-data"

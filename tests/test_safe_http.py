@@ -14,9 +14,9 @@ import pytest
 
 import bad_images
 from conftest import Route
-from pose_data import safe_http
-from pose_data.download import DownloadOptions, download_shard
-from pose_data.safe_http import BlockedAddress, address_block_reason, resolve_checked
+from pose_data.http import safe_http
+from pose_data.http.safe_http import BlockedAddress, address_block_reason, resolve_checked
+from pose_data.laion.download import DownloadOptions, download_shard
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import json
 import pytest
 import webdataset as wds
 
-from model.shard_stream import resolve_shards
+from model.datasets.shard_stream import resolve_shards
 
 
 def write_dataset(folder, entries):

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pose_data.metadata_reader import read_metadata_tables
+from pose_data.files.metadata_reader import read_metadata_tables
 from pose_data.shard_plan import make_or_load_plan as _make_or_load_plan
 
 COLUMNS = {"--url-col": "URL", "--caption-col": "TEXT"}

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pose_data.keypoints import COCO17_NAMES, PersonPose
-from pose_data.skeleton import SKELETON_STYLES, encode_png, render_skeleton
-from pose_data.skeleton_openpose import (
+from pose_data.pose.keypoints import COCO17_NAMES, PersonPose
+from pose_data.skeleton.openpose_style import (
     OPENPOSE18_NAMES,
     OPENPOSE_COLORS,
     coco17_to_openpose18,
     render_openpose_skeleton,
 )
+from pose_data.skeleton.render import SKELETON_STYLES, encode_png, render_skeleton
 
 COCO = {name: index for index, name in enumerate(COCO17_NAMES)}
 BLACK = (0, 0, 0)
@@ -225,7 +225,7 @@ def test_openpose_is_pixel_identical_to_controlnet_draw_bodypose():
 @pytest.fixture(scope="module")
 def mmpose_skeleton():
     pytest.importorskip("mmpose.visualization", reason="mmpose (with mmcv) is not installed")
-    from pose_data import skeleton_mmpose
+    from pose_data.skeleton import mmpose_style as skeleton_mmpose
 
     return skeleton_mmpose
 

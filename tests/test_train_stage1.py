@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import REPO, Route
-from model.stage1_config import Stage1Config, preset_or_file
+from model.training.stage1_config import Stage1Config, preset_or_file
 from pose_data.config import from_dict, load_config, to_dict
 
 SAMPLES = REPO / "pose_data" / "sample_data" / "laion"
@@ -29,8 +29,8 @@ def _jpeg(im: Image.Image) -> bytes:
 def laion_pose_dir(ray_local, local_site, tmp_path_factory):
     """A real LAION-Pose output with a handful of kept samples (real photos and variants of them)."""
     from pipelines.laion_pose import build_laion_pose
-    from pose_data.laion_pose_config import LaionPoseConfig
-    from pose_data.laion_pose_config import preset_or_file as data_preset
+    from pose_data.laion.config import LaionPoseConfig
+    from pose_data.laion.config import preset_or_file as data_preset
 
     astronaut, cameraman = Image.open(SAMPLES / "astronaut.jpg"), Image.open(SAMPLES / "cameraman.jpg")
     photos = {
@@ -49,7 +49,7 @@ def laion_pose_dir(ray_local, local_site, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny-sd", seed=0)
 
@@ -79,7 +79,7 @@ def test_presets_load_and_round_trip():
 
 
 def test_reads_the_shards_with_one_crop_for_image_and_skeleton(laion_pose_dir):
-    from model.laion_pose_dataset import LaionPoseStream
+    from model.datasets.laion_pose import LaionPoseStream
 
     stream = LaionPoseStream(str(laion_pose_dir), resolution=64, seed=0, center_crop=False, epochs=1)
     samples = list(stream.samples())
@@ -98,7 +98,7 @@ def test_reads_the_shards_with_one_crop_for_image_and_skeleton(laion_pose_dir):
 
 
 def test_only_the_encoder_trains_and_frozen_weights_stay_bit_identical(tmp_path, laion_pose_dir, tiny_base):
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     trainer = Stage1Trainer(tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=3, checkpoint_every=0))
     frozen = {name: _state(getattr(trainer.base, name)) for name in ("unet", "vae", "text_encoder")}
@@ -118,7 +118,7 @@ def test_only_the_encoder_trains_and_frozen_weights_stay_bit_identical(tmp_path,
 
 
 def test_loss_falls_when_overfitting_a_few_samples(tmp_path, laion_pose_dir, tiny_base):
-    from model.train_stage1 import Stage1Trainer, diffusion_loss
+    from model.training.stage1 import Stage1Trainer, diffusion_loss
 
     cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=60, checkpoint_every=0, batch_size=4)
     cfg.data.caption_dropout = 0.0
@@ -139,7 +139,7 @@ def test_loss_falls_when_overfitting_a_few_samples(tmp_path, laion_pose_dir, tin
 
 def test_resume_is_exact(tmp_path, laion_pose_dir, tiny_base):
     """2N steps in one go == N steps, a new process-like trainer resuming `latest`, N more steps."""
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     common = dict(max_steps=4, checkpoint_every=2, batch_size=2)
     straight = Stage1Trainer(tiny_cfg(tmp_path / "a", laion_pose_dir, tiny_base, **common))
@@ -156,7 +156,7 @@ def test_resume_is_exact(tmp_path, laion_pose_dir, tiny_base):
 
 
 def test_validation_grid_and_tensorboard(tmp_path, laion_pose_dir, tiny_base):
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=2, checkpoint_every=0)
     cfg.validation.every, cfg.validation.num_poses = 2, 2
@@ -170,7 +170,7 @@ def test_validation_grid_and_tensorboard(tmp_path, laion_pose_dir, tiny_base):
 
 
 def test_gradient_accumulation_counts_micro_batches(tmp_path, laion_pose_dir, tiny_base):
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=2, checkpoint_every=0, batch_size=1, gradient_accumulation_steps=3)
     cfg.optim.lr_schedule, cfg.optim.warmup_steps = "linear", 0
@@ -210,11 +210,11 @@ def test_cli_bf16_mixed_precision_run_and_resume(tmp_path, laion_pose_dir, tiny_
 def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, prediction_type):
     from diffusers import DDPMScheduler
 
-    from model.base_model import load_base_model
-    from model.laion_pose_dataset import LaionPoseStream, collate
-    from model.pose_encoder import PoseEncoder
-    from model.train_stage1 import diffusion_loss
-    from model.trainer_core import snr
+    from model.datasets.laion_pose import LaionPoseStream, collate
+    from model.nets.base_model import load_base_model
+    from model.nets.pose_encoder import PoseEncoder
+    from model.training.stage1 import diffusion_loss
+    from model.training.trainer_core import snr
 
     base = load_base_model(tiny_base)
     base.noise_scheduler = DDPMScheduler.from_config(base.noise_scheduler.config, prediction_type=prediction_type)
@@ -227,7 +227,7 @@ def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, predictio
 
     # the same draws by hand: latents, noise, timesteps in the order diffusion_loss takes them
     torch.manual_seed(7)
-    from model.base_model import encode_images, encode_prompts
+    from model.nets.base_model import encode_images, encode_prompts
 
     latents = encode_images(base, batch["pixel_values"])
     encode_prompts(base, batch["captions"])
@@ -246,7 +246,7 @@ def test_loss_targets_and_min_snr_weighting(tiny_base, laion_pose_dir, predictio
 
 def test_workers_do_not_repeat_samples_and_keep_the_order(laion_pose_dir):
     """Before the shared stream, every DataLoader worker yielded the whole stream (each sample once per worker)."""
-    from model.laion_pose_dataset import LaionPoseStream
+    from model.datasets.laion_pose import LaionPoseStream
 
     def keys(workers: int) -> list[list[str]]:
         stream = LaionPoseStream(str(laion_pose_dir), resolution=64, seed=1, epochs=2, batch_size=2)
@@ -262,7 +262,7 @@ def test_a_bad_sample_is_skipped_and_counted_not_fatal(tmp_path, laion_pose_dir,
 
     import webdataset as wds
 
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     data = tmp_path / "data"
     shutil.copytree(laion_pose_dir / "shards", data)
@@ -277,8 +277,8 @@ def test_a_bad_sample_is_skipped_and_counted_not_fatal(tmp_path, laion_pose_dir,
 
 
 def test_the_pose_encoder_records_its_skeleton_style_and_refuses_another(tmp_path, laion_pose_dir, tiny_base, caplog):
-    from model.pose_encoder import PoseEncoder
-    from model.train_stage1 import Stage1Trainer
+    from model.nets.pose_encoder import PoseEncoder
+    from model.training.stage1 import Stage1Trainer
 
     assert json.loads((laion_pose_dir / "manifest.json").read_text())["config"]["skeleton_style"] == "openpose"
     cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=1, checkpoint_every=1)
@@ -314,7 +314,7 @@ def test_the_pose_encoder_records_its_skeleton_style_and_refuses_another(tmp_pat
 def test_a_launcher_world_size_accelerate_did_not_pick_up_is_refused(monkeypatch):
     from accelerate import Accelerator
 
-    from model.trainer_core import check_launcher_world_size
+    from model.training.trainer_core import check_launcher_world_size
 
     accelerator = Accelerator(cpu=True)
     monkeypatch.setenv("WORLD_SIZE", "1")

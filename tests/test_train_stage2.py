@@ -18,7 +18,7 @@ from PIL import Image
 
 from clip_shards import build_clip_shards, jpeg, raw_samples, write_shard
 from conftest import REPO
-from model.stage2_config import Stage2Config, preset_or_file
+from model.training.stage2_config import Stage2Config, preset_or_file
 from pose_data.config import from_dict, load_config, to_dict
 
 
@@ -34,7 +34,7 @@ def frames_dir(ray_local, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny-sd", seed=0)
 
@@ -68,7 +68,7 @@ def test_presets_load_round_trip_and_carry_the_official_values():
 
 
 def test_reads_mp4_clip_shards(clips_dir):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     stream = HdvilaClipStream(str(clips_dir), num_frames=4, frame_stride=3, resolution=64, epochs=1)
     samples = list(stream.samples())
@@ -82,7 +82,7 @@ def test_reads_mp4_clip_shards(clips_dir):
 
 
 def test_reads_jpeg_frame_shards_in_order(frames_dir):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     # all 6 stored frames at stride 1: the offset must be 0 and the frames the JPEGs in order
     samples = list(HdvilaClipStream(str(frames_dir), num_frames=6, frame_stride=1, resolution=64, epochs=1).samples())
@@ -102,7 +102,7 @@ def test_reads_jpeg_frame_shards_in_order(frames_dir):
 
 
 def test_bad_samples_become_counted_failures(clips_dir, tmp_path):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     good = raw_samples(sorted((clips_dir / "clips").glob("*.tar"))[0])[:2]
     bad = [
@@ -120,7 +120,7 @@ def test_bad_samples_become_counted_failures(clips_dir, tmp_path):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_batches_do_not_depend_on_workers_and_ranks_split_the_stream(clips_dir, workers):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     def keys(num_workers: int, **split) -> list[list[str]]:
         stream = HdvilaClipStream(str(clips_dir), num_frames=2, resolution=64, epochs=2, batch_size=2, seed=3, shuffle_buffer=4, **split)
@@ -143,7 +143,7 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_only_the_chosen_attention_parameters_train(tmp_path, clips_dir, tiny_base):
-    from model.train_stage2 import Stage2Trainer
+    from model.training.stage2 import Stage2Trainer
 
     trainer = Stage2Trainer(tiny_cfg(tmp_path / "run", clips_dir, tiny_base, max_steps=3))
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -166,7 +166,7 @@ def test_only_the_chosen_attention_parameters_train(tmp_path, clips_dir, tiny_ba
 
 def test_resume_is_exact_and_independent_of_workers(tmp_path, clips_dir, tiny_base):
     """6 steps straight == 3 steps, then a new trainer resuming `latest` (with 2 DataLoader workers) to 6."""
-    from model.train_stage2 import Stage2Trainer
+    from model.training.stage2 import Stage2Trainer
 
     straight = Stage2Trainer(tiny_cfg(tmp_path / "a", clips_dir, tiny_base, max_steps=6, checkpoint_every=3))
     straight.train()
@@ -184,8 +184,8 @@ def test_resume_is_exact_and_independent_of_workers(tmp_path, clips_dir, tiny_ba
 def test_outputs_video_layers_gif_and_summary(tmp_path, clips_dir, tiny_base):
     from diffusers import UNet2DConditionModel
 
-    from model.train_stage2 import Stage2Trainer
-    from model.video_layers import load_video_unet, read_video_layers_config
+    from model.nets.video_layers import load_video_unet, read_video_layers_config
+    from model.training.stage2 import Stage2Trainer
 
     cfg = tiny_cfg(tmp_path / "run", clips_dir, tiny_base, max_steps=2)
     cfg.validation.every, cfg.validation.prompts = 2, ["a person riding a bike", "a rabbit"]
@@ -209,7 +209,7 @@ def test_outputs_video_layers_gif_and_summary(tmp_path, clips_dir, tiny_base):
 
 
 def test_a_run_where_most_samples_fail_stops_naming_the_shards(tmp_path, clips_dir, tiny_base):
-    from model.train_stage2 import Stage2Trainer
+    from model.training.stage2 import Stage2Trainer
 
     broken = [{"__key__": f"b{i}", "mp4": os.urandom(300), "txt": b""} for i in range(12)]
     shard = write_shard(tmp_path / "bad" / "00000.tar", broken)
@@ -246,7 +246,7 @@ def test_cli_runs_and_bad_inputs_are_one_line(tmp_path, clips_dir, tiny_base):
 
 
 def test_a_truncated_or_garbage_shard_is_a_counted_failure(clips_dir, tmp_path):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     good = sorted((clips_dir / "clips").glob("*.tar"))[0]
     data = good.read_bytes()
@@ -263,7 +263,7 @@ def test_a_truncated_or_garbage_shard_is_a_counted_failure(clips_dir, tmp_path):
 
 
 def test_a_resume_skips_whole_epochs_without_changing_the_stream(clips_dir):
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     def stream(start, **kw):
         return HdvilaClipStream(str(clips_dir), num_frames=2, resolution=64, seed=5, shuffle_buffer=3, start=start, **kw)
@@ -285,7 +285,7 @@ def test_a_resume_skips_whole_epochs_without_changing_the_stream(clips_dir):
 def test_continuing_from_video_layers_keeps_what_they_trained(tmp_path, clips_dir, tiny_base):
     from safetensors.torch import load_file
 
-    from model.train_stage2 import Stage2Trainer
+    from model.training.stage2 import Stage2Trainer
 
     Stage2Trainer(tiny_cfg(tmp_path / "a", clips_dir, tiny_base, max_steps=1)).train()
     cfg = tiny_cfg(tmp_path / "b", clips_dir, tiny_base, max_steps=1)
@@ -303,7 +303,7 @@ def test_continuing_from_video_layers_keeps_what_they_trained(tmp_path, clips_di
 def test_a_shard_with_repeated_member_names_is_a_failure_naming_it(clips_dir, tmp_path):
     import tarfile
 
-    from model.hdvila_clip_dataset import HdvilaClipStream
+    from model.datasets.hdvila_clips import HdvilaClipStream
 
     good = raw_samples(sorted((clips_dir / "clips").glob("*.tar"))[0])[0]
     shard = tmp_path / "dup.tar"

@@ -57,7 +57,7 @@ def one_line_error(stderr: str) -> str:
 @pytest.fixture(scope="module")
 def stage1_run(laion_pose_dir, tiny_base, tmp_path_factory):  # noqa: F811
     """A finished 2-step stage-1 run with checkpoints at steps 1 and 2."""
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     root = tmp_path_factory.mktemp("stage1run")
     Stage1Trainer(tiny_cfg(root, laion_pose_dir, tiny_base, max_steps=2, checkpoint_every=1, checkpoints_total_limit=None)).train()
@@ -74,7 +74,7 @@ def copy_run(run: Path, where: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"])
 def test_a_planted_pickle_in_a_checkpoint_never_runs_on_resume(stage1_run, laion_pose_dir, tiny_base, tmp_path, name):  # noqa: F811
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     run = copy_run(stage1_run, tmp_path)
     checkpoint = run / "checkpoints" / "checkpoint-0000002"
@@ -115,7 +115,7 @@ def test_stage2_resume_through_the_cli_runs_no_planted_code(clips_dir, tiny_base
 
 
 def test_a_checkpoint_of_an_older_fyp_train_is_refused_with_the_reason(stage1_run, laion_pose_dir, tiny_base, tmp_path):  # noqa: F811
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     run = copy_run(stage1_run, tmp_path)
     checkpoint = run / "checkpoints" / "checkpoint-0000002"
@@ -174,7 +174,7 @@ def _planted_run_folder(out: Path) -> None:
 
 
 def test_overwrite_deletes_only_what_fyp_train_wrote_and_never_a_users_files(tmp_path):
-    from model.run_folder import check_overwritable, clear_run_outputs, refuse_fresh_start
+    from model.training.run_folder import check_overwritable, clear_run_outputs, refuse_fresh_start
 
     out = tmp_path / "run"
     _planted_run_folder(out)
@@ -202,7 +202,7 @@ def test_overwrite_deletes_only_what_fyp_train_wrote_and_never_a_users_files(tmp
 
 
 def test_a_checkpoint_with_a_foreign_run_info_is_one_line(stage1_run, laion_pose_dir, tiny_base, tmp_path):  # noqa: F811
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     run = copy_run(stage1_run, tmp_path)
     checkpoint = run / "checkpoints" / "checkpoint-0000002"
@@ -227,7 +227,7 @@ def test_a_checkpoint_with_a_foreign_run_info_is_one_line(stage1_run, laion_pose
     ],
 )
 def test_resume_refuses_a_config_that_changes_the_weights_or_the_data(stage1_run, laion_pose_dir, tiny_base, tmp_path, change, expected):  # noqa: F811
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     copy_run(stage1_run, tmp_path)
     cfg = tiny_cfg(tmp_path, laion_pose_dir, tiny_base, max_steps=3, checkpoint_every=1, checkpoints_total_limit=None, resume="latest")
@@ -249,7 +249,7 @@ def test_resume_refuses_a_config_that_changes_the_weights_or_the_data(stage1_run
 def test_resume_latest_skips_a_damaged_checkpoint_and_an_explicit_one_is_refused(
     stage1_run, laion_pose_dir, tiny_base, tmp_path, caplog, damaged  # noqa: F811
 ):
-    from model.train_stage1 import Stage1Trainer
+    from model.training.stage1 import Stage1Trainer
 
     run = copy_run(stage1_run, tmp_path)
     newest = run / "checkpoints" / "checkpoint-0000002"
@@ -272,8 +272,8 @@ def test_resume_latest_skips_a_damaged_checkpoint_and_an_explicit_one_is_refused
 def _video_layers(tiny_base, folder: Path) -> Path:  # noqa: F811
     from diffusers import UNet2DConditionModel
 
-    from model.video_layers import save_video_layers
-    from model.video_unet import VideoLayersConfig, VideoUNet
+    from model.nets.video_layers import save_video_layers
+    from model.nets.video_unet import VideoLayersConfig, VideoUNet
 
     unet = UNet2DConditionModel.from_pretrained(tiny_base, subfolder="unet")
     return save_video_layers(VideoUNet(unet, VideoLayersConfig(conv_temporal=True, conv_temporal_rank=8)), folder)
@@ -306,7 +306,7 @@ VIDEO_LAYER_CASES = {
 def test_bad_video_layer_folders_are_one_line_errors_naming_file_and_key(tiny_base, clips_dir, tmp_path, case, capsys):  # noqa: F811
     from diffusers import UNet2DConditionModel
 
-    from model.video_layers import load_video_unet
+    from model.nets.video_layers import load_video_unet
 
     folder = _video_layers(tiny_base, tmp_path / "video_layers")
     change, expected = VIDEO_LAYER_CASES[case]
@@ -315,8 +315,8 @@ def test_bad_video_layer_folders_are_one_line_errors_naming_file_and_key(tiny_ba
         load_video_unet(UNet2DConditionModel.from_pretrained(tiny_base, subfolder="unet"), folder)
     assert "\n" not in str(refused.value)
     if case in ("rank_string", "cut"):  # the commands that read them: exit 2, one line naming the file
-        from model.cli import main as train_main
-        from model.generate_cli import main as generate_main
+        from model.generation.cli import main as generate_main
+        from model.training.cli import main as train_main
 
         named = "conv_temporal_rank" if case == "rank_string" else WEIGHTS
         code = generate_main(["--base", str(tiny_base), "--video-layers", str(folder), "--pose", str(CARPHONE), "--prompt", "a",
@@ -330,7 +330,7 @@ def test_bad_video_layer_folders_are_one_line_errors_naming_file_and_key(tiny_ba
 
 
 def _pose_encoder_folder(folder: Path, **config) -> Path:
-    from model.pose_encoder import PoseEncoder
+    from model.nets.pose_encoder import PoseEncoder
 
     PoseEncoder(channels=(32, 64, 64, 64)).save_pretrained(folder)
     values = json.loads((folder / "config.json").read_text())
@@ -350,13 +350,13 @@ def _pose_encoder_folder(folder: Path, **config) -> Path:
     ],
 )
 def test_a_pose_encoder_config_asking_for_too_much_is_refused_before_allocating(tmp_path, tiny_base, laion_pose_dir, config, expected, capsys):  # noqa: F811
-    from model.pose_encoder import load_pose_encoder
+    from model.nets.pose_encoder import load_pose_encoder
 
     folder = _pose_encoder_folder(tmp_path / "pose_encoder", **config)
     with pytest.raises(ValueError, match=expected):
         load_pose_encoder(folder)
-    from model.cli import main as train_main
-    from model.generate_cli import main as generate_main
+    from model.generation.cli import main as generate_main
+    from model.training.cli import main as train_main
 
     code = generate_main(["--base", str(tiny_base), "--pose-encoder", str(folder), "--pose", str(CARPHONE), "--prompt", "a",
                           "--output", str(tmp_path / "o.mp4")])  # fmt: skip
@@ -369,7 +369,7 @@ def test_a_pose_encoder_config_asking_for_too_much_is_refused_before_allocating(
 
 
 def test_a_cut_pose_encoder_weights_file_is_named(tmp_path):
-    from model.pose_encoder import load_pose_encoder
+    from model.nets.pose_encoder import load_pose_encoder
 
     folder = _pose_encoder_folder(tmp_path / "pose_encoder")
     weights = folder / WEIGHTS
@@ -406,7 +406,7 @@ def test_a_cut_pose_encoder_weights_file_is_named(tmp_path):
 def test_every_number_of_a_stage_config_is_checked_before_anything_loads(tmp_path, capsys, stage, override, expected):
     """No data, no base model: the config alone is refused, exit 2, one line naming the key (these failed after
     training started, with ZeroDivisionError or a NaN GIF, or late)."""
-    from model.cli import main as train_main
+    from model.training.cli import main as train_main
 
     data = "data.shards" if stage == "stage1" else "data.clips"
     code = train_main([stage, "--config", f"{stage}-tiny", f"{data}=/no/such/data", "model.base=/no/such/base",

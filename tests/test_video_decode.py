@@ -14,7 +14,7 @@ import av
 import pytest
 
 import broken_videos as bv
-from pose_data.video_decode import (
+from pose_data.media.video_decode import (
     InvalidSpan,
     SpanOutOfRange,
     VideoDecodeError,

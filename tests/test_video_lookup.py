@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Route
-from pose_data.video_download import VideoDownloadError, download_video
-from pose_data.video_lookup import VideoIndex, video_ids_of_name
+from pose_data.hdvila.video_download import VideoDownloadError, download_video
+from pose_data.hdvila.video_lookup import VideoIndex, video_ids_of_name
 
 BIKES = REPO / "pose_data" / "sample_data" / "hdvila" / "bikes.mp4"
 
@@ -145,7 +145,7 @@ def test_download_failures_name_the_reason(local_site, tmp_path):
 def test_download_guards(local_site, tmp_path):
     """Loopback and non-http URLs refused before yt-dlp sees them; live streams, long and large videos refused from
     the extracted metadata; a body larger than the limit is not kept."""
-    from pose_data.video_download import _check_media
+    from pose_data.hdvila.video_download import _check_media
 
     url = local_site.add("hdvila/guarded.mp4", Route(BIKES.read_bytes(), "video/mp4"))
     for bad, reason in ((url, "blocked address (loopback)"), (url.replace("127.0.0.1", "localhost"), "blocked address (loopback)"),
@@ -172,7 +172,7 @@ def test_yt_dlp_connections_are_checked_and_sizes_counted(tmp_path, monkeypatch)
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from pose_data import safe_http
+    from pose_data.http import safe_http
 
     hits = []
 

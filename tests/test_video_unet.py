@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.pose_encoder import PoseEncoder
-from model.pose_unet import PoseGuidedUNet
-from model.video_unet import VideoLayersConfig, VideoUNet
+from model.nets.pose_encoder import PoseEncoder
+from model.nets.pose_unet import PoseGuidedUNet
+from model.nets.video_unet import VideoLayersConfig, VideoUNet
 from official_release import official_adapter_keys
 
 LATENT = 8  # latents 8x8 -> poses 64x64
@@ -20,7 +20,7 @@ LATENT = 8  # latents 8x8 -> poses 64x64
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from model.tiny_base import make_tiny_base
+    from model.nets.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny-sd", seed=0)
 
@@ -216,7 +216,7 @@ def test_replaced_processors_are_detected(unet):
 def test_official_stage2_checkpoint_loads_by_name(tiny_base, tmp_path):
     from diffusers import UNet2DConditionModel
 
-    from model.video_layers import load_video_unet
+    from model.nets.video_layers import load_video_unet
 
     load = lambda: UNet2DConditionModel.from_pretrained(tiny_base, subfolder="unet").eval()  # noqa: E731
     released = VideoUNet(load(), VideoLayersConfig.official())
@@ -249,7 +249,7 @@ def test_official_stage2_checkpoint_loads_by_name(tiny_base, tmp_path):
 def test_video_layers_round_trip_onto_a_fresh_base(tiny_base, tmp_path):
     from diffusers import UNet2DConditionModel
 
-    from model.video_layers import load_video_unet, read_video_layers_config, save_video_layers
+    from model.nets.video_layers import load_video_unet, read_video_layers_config, save_video_layers
 
     load = lambda: UNet2DConditionModel.from_pretrained(tiny_base, subfolder="unet").eval()  # noqa: E731
     config = VideoLayersConfig(attention="first_frame", group_norm="across_frames", conv_temporal=True, conv_temporal_rank=8)
@@ -280,7 +280,7 @@ def test_video_layers_missing_an_added_layer_are_refused(tiny_base, tmp_path):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file, save_file
 
-    from model.video_layers import load_video_unet, save_video_layers
+    from model.nets.video_layers import load_video_unet, save_video_layers
 
     load = lambda: UNet2DConditionModel.from_pretrained(tiny_base, subfolder="unet").eval()  # noqa: E731
     save_video_layers(VideoUNet(load(), VideoLayersConfig()), tmp_path / "layers")

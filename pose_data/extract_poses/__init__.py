@@ -1,0 +1,1 @@
+"""pose_data/extract_poses."""

@@ -1,0 +1,1 @@
+"""pose_data/http."""
