@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pose_data.media.video_decode import THREAD_TYPE
+from pose_data.media.span_decoder import THREAD_TYPE
 
 
 def make_video(path: Path, seconds: int, fps: int = 25, size: tuple[int, int] = (320, 240)) -> None:
@@ -44,7 +44,7 @@ def bare_decode(path: Path, start: float, end: float) -> int:
     kept = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = THREAD_TYPE  # the indexer's setting (see pose_data/media/video_decode.py)
+        stream.thread_type = THREAD_TYPE  # the indexer's setting (see pose_data/media/span_decoder.py)
         container.seek(int(start / stream.time_base), backward=True, any_frame=False, stream=stream)
         for frame in container.decode(stream):
             t = float(frame.pts * stream.time_base)

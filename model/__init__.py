@@ -1,1 +1,6 @@
-"""Follow Your Pose network pieces, trainers and sampler (see README; stage-1 and stage-2 come with their issues)."""
+"""The Follow Your Pose model: network pieces, the two trainers, generation and evaluation.
+
+``nets`` (the networks and their weights) < ``datasets`` (training samples) < ``generation`` (samplers, the pipeline
+object, ``fyp-generate``) < ``training`` (``fyp-train``) and ``evaluation`` (``fyp-eval``): a subpackage imports only
+those before it, and ``pose_data``. Nothing here imports ``pipelines``.
+"""

@@ -133,8 +133,9 @@ def driving_video() -> Path:
 
 def run_generate_demo(out: Path, *, progress: bool = True) -> tuple[Path, Path]:
     """extract-poses on the bundled driving video, then a 16-frame fyp-generate from the demo's two stages."""
-    from model.generation.cli import VideoSettings, generate_one
     from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
+    from model.generation.make_video import generate_one
+    from model.generation.video_settings import VideoSettings
     from pipelines.extract_poses import FAILED, extract_poses
     from pose_data.extract_poses.config import ExtractPosesConfig
     from pose_data.extract_poses.config import preset_or_file as extract_preset

@@ -4,7 +4,7 @@ Layout::
 
     DIR/<name>/skeleton.mp4        the skeletons, one per sampled frame, at the sampled rate, the video's
                                    (upright) size; its comment tag records the skeleton style
-    DIR/<name>/keypoints.parquet   one row per sampled frame (pose_data.pose.sequence); records the source
+    DIR/<name>/keypoints.parquet   one row per sampled frame (pose_data.extract_poses.sequence); records the source
                                    file (size, mtime, head hash) and the settings a re-run compares
     DIR/manifest.json              config, versions, every video's status / error / counts / timings
 
@@ -44,13 +44,13 @@ from pose_data.extract_poses.output import (
     sweep_temp_folders,
     video_folder_name,
 )
+from pose_data.extract_poses.sequence import extract_pose_sequence, read_pose_sequence
 from pose_data.files.atomic import write_json_atomic
 from pose_data.files.manifest import package_versions
 from pose_data.files.utf8_text import utf8_text
 from pose_data.media.frame_sampling import RateSampler
-from pose_data.media.video_decode import VideoDecodeError, probe_video
+from pose_data.media.video_probe import VideoDecodeError, probe_video
 from pose_data.media.video_writer import Mp4Writer
-from pose_data.pose.sequence import extract_pose_sequence, read_pose_sequence
 from pose_data.run_lock import lock_output
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,6 @@
-"""Building blocks of the Follow-Your-Pose data pipelines: plain functions and small classes, no Ray."""
+"""Building blocks of the data pipelines: plain functions and small classes that work without Ray.
+
+Subpackages from the bottom up: ``files`` and ``http`` < ``media`` < ``pose`` < ``skeleton`` < ``extract_poses``,
+``laion``, ``hdvila``; a subpackage imports only those below it. The modules here are the shared plumbing (config,
+flags, statuses, progress, locks, shard plans, previews, quiet terminals). Nothing here imports ``pipelines`` or ``model``.
+"""

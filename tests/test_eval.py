@@ -24,12 +24,12 @@ from model.evaluation.cli import main as eval_main
 from model.evaluation.clip_metrics import ClipEmbedder, clip_score, consecutive_cosines, frame_clip_cosines, frame_consistency
 from model.nets.tiny_base import make_clip_tokenizer
 from model.nets.tiny_clip import make_tiny_clip
+from pose_data.extract_poses.sequence import SCHEMA, PoseSequence
 from pose_data.media.clip_writer import frame_to_rgb
 from pose_data.media.video_decode import decode_video
 from pose_data.media.video_writer import write_video
 from pose_data.pose.backends import build_pose_estimator
 from pose_data.pose.estimator import PoseModelConfig
-from pose_data.pose.sequence import SCHEMA, PoseSequence
 from pose_data.skeleton.render import render_skeleton
 
 SAMPLES = Path(str(resources.files("pose_data") / "sample_data" / "laion"))
@@ -691,7 +691,7 @@ def test_a_hub_models_cached_revision_is_part_of_the_resume_key(monkeypatch, tmp
     import huggingface_hub.constants
 
     from model.evaluation.config import EvalConfig
-    from model.evaluation.evaluate_videos import fingerprint, hub_revision
+    from model.evaluation.resume_journal import fingerprint, hub_revision
 
     cache = tmp_path / "hub"  # the hub cache's layout: models--OWNER--NAME/{refs/main, snapshots/COMMIT/...}
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
@@ -738,7 +738,7 @@ def test_a_torn_or_incomplete_journal_line_is_scored_again_and_nothing_else_is(a
 
 def sidecar(folder: Path, name: str, **fields) -> Path:
     """A minimal fyp-generate sidecar (no pose: pose accuracy stays empty) named ``name`` in ``folder``."""
-    from model.generation.cli import SIDECAR_FORMAT
+    from model.generation.make_video import SIDECAR_FORMAT
 
     path = folder / name
     path.write_text(json.dumps({"format": SIDECAR_FORMAT, "prompt": "an astronaut", "fps": 8.0, **fields}))
@@ -923,8 +923,8 @@ def test_frames_are_handed_to_clip_and_the_pose_model_in_batches_and_let_go(astr
     CLIP and to the pose model a batch at a time as they are decoded, and are let go after; the figures are those of
     the whole list (to the last bit for a video of at most one batch)."""
     from model.evaluation.config import EvalConfig
-    from model.evaluation.evaluate_videos import Models, score_video
     from model.evaluation.inputs import EvalItem
+    from model.evaluation.video_scoring import Models, score_video
 
     image = photo("astronaut", 96)
     frames = [np.roll(image, 4 * i, axis=1) for i in range(20)]  # 20 distinct frames

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pose_data.extract_poses.sequence import read_pose_sequence, render_rows
 from pose_data.media.frame_sampling import RateSampler, StrideSampler, make_sampler, resampled_count
-from pose_data.media.video_decode import probe_video
+from pose_data.media.video_probe import probe_video
 from pose_data.media.video_writer import Mp4Writer, read_video_comment
-from pose_data.pose.sequence import read_pose_sequence, render_rows
 
 BIN = Path(sys.executable).parent / "pose-data"
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))

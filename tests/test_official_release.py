@@ -32,9 +32,9 @@ from official_release import (
     save_like_official_training,
     save_sharded,
 )
+from pose_data.extract_poses.sequence import read_pose_sequence
 from pose_data.media.video_writer import write_video
 from pose_data.pose.keypoints import PersonPose
-from pose_data.pose.sequence import read_pose_sequence
 from pose_data.skeleton.render import render_skeleton
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,7 +302,7 @@ def test_extract_poses_then_generate_agree_on_the_frame_rate_by_default(release,
 
 
 def readme_official_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "official-weights.md").read_text()
     match = re.search(r"## Use the official weights\n.*?```bash\n(.*?)```", text, re.S)
     assert match, "the README's official-weights walk-through is gone"
     joined = match.group(1).replace("\\\n", " ")

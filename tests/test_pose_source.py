@@ -208,7 +208,7 @@ def test_untagged_mmpose_skeleton_videos_are_skeleton_videos_and_dark_real_video
     """MMPose's 1-pixel lines at 176x144 lose most of their colour to MPEG-4 (in some frames all but the blue head and
     torso): without the extract-poses tag such a video must still read as skeletons, wherever it starts."""
     pytest.importorskip("mmpose.visualization", reason="mmpose (with mmcv) is not installed")
-    from pose_data.pose.sequence import read_pose_sequence
+    from pose_data.extract_poses.sequence import read_pose_sequence
 
     skeletons = list(read_pose_sequence(carphone_poses / "keypoints.parquet").skeletons("mmpose"))
     assert len(skeletons) == 32 and skeletons[0].shape == (144, 176, 3)

@@ -35,7 +35,7 @@ def png(color) -> bytes:
 
 
 def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "build-laion-pose.md").read_text()
     match = re.search(r"Read it with no project code:\n\n```python\n(.*?)```", text, re.S)
     assert match, "the README's inspection example is gone"
     return match.group(1)

@@ -14,13 +14,9 @@ import av
 import pytest
 
 import broken_videos as bv
-from pose_data.media.video_decode import (
-    InvalidSpan,
-    SpanOutOfRange,
-    VideoDecodeError,
-    decode_span,
-    probe_video,
-)
+from pose_data.media.span_decoder import SpanOutOfRange
+from pose_data.media.video_decode import InvalidSpan, decode_span
+from pose_data.media.video_probe import VideoDecodeError, probe_video
 
 
 @dataclass

@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = eval_config(args)
-        from model.evaluation.evaluate_videos import FAILED, OK, evaluate_videos, format_table
+        from model.evaluation.evaluate_videos import evaluate_videos, format_table
         from model.evaluation.inputs import read_inputs
+        from model.evaluation.video_scoring import FAILED, OK
 
         items = read_inputs(args.inputs)
         summary, table = evaluate_videos(items, cfg, args.output, inputs=args.inputs, progress=not args.no_progress)

@@ -38,13 +38,14 @@ import logging
 import math
 import os
 import reprlib
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.generation.cli import MANIFEST_NAME, SIDECAR_FORMAT
+from model.evaluation.capped_read import SkippedFile, file_kind, read_capped
+from model.generation.make_video import SIDECAR_FORMAT
 from model.generation.outputs import old_sidecar_path, sidecar_path
 from model.generation.pose_source import KINDS
+from model.generation.prompt_jobs import MANIFEST_NAME
 from pose_data.files.manifest import file_sha256
 from pose_data.media.video_writer import VIDEO_SUFFIXES
 
@@ -59,50 +60,6 @@ MAX_SIDECAR_BYTES = 16 * 2**20
 MAX_JSONL_BYTES = 256 * 2**20
 
 log = logging.getLogger(__name__)
-
-
-class SkippedFile(ValueError):
-    """A file fyp-eval does not read: not a regular file, or larger than it reads; ``reason`` says which."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-
-def file_kind(mode: int) -> str:
-    """What a ``st_mode`` is, for a message ("a FIFO", "a folder", ...)."""
-    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def read_capped(path: Path, limit: int) -> bytes:
-    """The bytes of ``path`` (symlinks followed) when it is a regular file of at most ``limit`` bytes; else
-    :class:`SkippedFile` naming what it is: a FIFO (reading it waits forever), a device (``/dev/zero`` never ends),
-    or a file too large (a sparse 6 GB file would fill the memory). Opened without blocking, checked again once open."""
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise SkippedFile(path, f"{file_kind(mode)}, not a regular file")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except OSError as err:
-        raise SkippedFile(path, f"cannot be opened ({err.strerror or err})") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # replaced between the two looks
-            raise SkippedFile(path, f"{file_kind(info.st_mode)}, not a regular file")
-        if info.st_size > limit:
-            raise SkippedFile(path, f"{_size(info.st_size)}, larger than the {_size(limit)} fyp-eval reads")
-        data = f.read(limit + 1)
-    if len(data) > limit:  # grew meanwhile
-        raise SkippedFile(path, f"larger than the {_size(limit)} fyp-eval reads")
-    return data
 
 
 @dataclass

@@ -39,13 +39,14 @@ from PIL import Image
 
 from model.datasets.frame_transforms import cover_and_center_crop
 from pose_data.extract_poses.output import SKELETON_VIDEO_FORMAT
+from pose_data.extract_poses.sequence import PoseSequence, SamplingConfig, read_pose_sequence
 from pose_data.media.clip_writer import frame_to_rgb
 from pose_data.media.frame_limits import MAX_FRAME_FILE_BYTES, MAX_FRAME_PIXELS, frame_size_problem
 from pose_data.media.frame_sampling import decode_sampled, make_sampler
 from pose_data.media.image_decode import ImageDecodeError, decode_image, image_size
-from pose_data.media.video_decode import VideoDecodeError, decode_span, decode_video, probe_video
+from pose_data.media.video_decode import decode_span, decode_video
+from pose_data.media.video_probe import VideoDecodeError, probe_video
 from pose_data.media.video_writer import read_video_comment
-from pose_data.pose.sequence import PoseSequence, SamplingConfig, read_pose_sequence
 from pose_data.skeleton.render import SKELETON_STYLES
 
 log = logging.getLogger(__name__)
@@ -353,8 +354,8 @@ def _from_skeleton_video(path: Path, limit: int, fps, stride, declared: str | No
 
 def _from_driving_video(path: Path, limit: int, fps, stride, style: str | None, extract_config, fit) -> PoseFrames:
     from pose_data.extract_poses.config import ExtractPosesConfig
+    from pose_data.extract_poses.sequence import extract_pose_sequence
     from pose_data.pose.backends import load_pose_estimator
-    from pose_data.pose.sequence import extract_pose_sequence
 
     cfg = extract_config or ExtractPosesConfig()
     style = style or "openpose"

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pose_data.config import load_preset_or_file
+from pose_data.extract_poses.sequence import DEFAULT_POSE_FPS, SamplingConfig
 from pose_data.pose.estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelConfig
 from pose_data.pose.filtering import FilterConfig
-from pose_data.pose.sequence import DEFAULT_POSE_FPS, SamplingConfig
 from pose_data.skeleton.render import SKELETON_STYLES
 
 

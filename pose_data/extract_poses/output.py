@@ -66,7 +66,7 @@ def _is_pose_sequence(path: Path) -> bool:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pose_data.pose.sequence import METADATA_KEY
+    from pose_data.extract_poses.sequence import METADATA_KEY
 
     if path.is_symlink() or not path.is_file():
         return False

@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 from pose_data.files.atomic import atomic_path
 from pose_data.hdvila.config import ClipFilterConfig, HdvilaIndexConfig
 from pose_data.media.clip_writer import ClipEncoder, FrameSampler
-from pose_data.media.video_decode import SpanOutOfRange, VideoDecodeError, decode_span
+from pose_data.media.span_decoder import SpanOutOfRange
+from pose_data.media.video_decode import decode_span
+from pose_data.media.video_probe import VideoDecodeError
 from pose_data.statuses import BAD_METADATA, DECODE_FAILED, FILTERED, OK, SPAN_OUT_OF_RANGE, TOO_SHORT, VIDEO_MISSING
 
 INDEX_FIELDS = [

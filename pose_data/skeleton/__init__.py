@@ -1,1 +1,4 @@
-"""pose_data/skeleton."""
+"""Keypoints -> skeleton images: the OpenPose (ControlNet annotator) and MMPose drawing styles.
+
+May import ``pose_data.pose``.
+"""

@@ -257,7 +257,7 @@ def extract_pose_sequence(
     """Decode ``video`` (PyAV; rotation applied), keep the sampled frames, find the people in them ``batch_size``
     frames per estimator call, filter them and draw the skeletons (``on_skeleton(rgb)`` for each, in order).
 
-    Raises :class:`pose_data.media.video_decode.VideoDecodeError` for a missing or undecodable file.
+    Raises :class:`pose_data.media.video_probe.VideoDecodeError` for a missing or undecodable file.
     """
     if skeleton_style not in SKELETON_STYLES:
         raise ValueError(f"skeleton style {skeleton_style!r} is not one of {', '.join(SKELETON_STYLES)}")
