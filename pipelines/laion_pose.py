@@ -16,9 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.ray_utils import ShardAttempts, ray_session, require_resources, worker_location
+from pipelines.ray_utils import ActorPool, ShardAttempts, ray_session, require_resources, worker_location
 from pose_data.config import to_dict
 from pose_data.files.atomic import write_json_atomic
 from pose_data.files.manifest import count_statuses, package_versions, print_summary
@@ -112,27 +110,6 @@ def _assemble_stage(shard_id: int, input_path: str, cfg_dict: dict, out_dir: str
     return stats
 
 
-class _ActorPool:
-    """Pose actors; each batch goes to the actor with the fewest unfinished batches."""
-
-    def __init__(self, actors: list) -> None:
-        self.actors = actors
-        self.outstanding: list[list] = [[] for _ in actors]
-
-    def submit(self, shard_ref, indices: np.ndarray):
-        import ray
-
-        for refs in self.outstanding:
-            if refs:
-                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                done_set = set(done)
-                refs[:] = [r for r in refs if r not in done_set]
-        k = min(range(len(self.actors)), key=lambda j: len(self.outstanding[j]))
-        ref = self.actors[k].estimate.remote(shard_ref, indices)
-        self.outstanding[k].append(ref)
-        return ref
-
-
 def _todo_shards(plan: ShardPlan, out_dir: Path) -> list[int]:
     """Shards not done. Done means every file the manifest needs is there: the tar, then the parquet, then the
     stats file, each written atomically in that order, so a run killed between any two redoes the shard."""
@@ -199,8 +176,8 @@ def _run_shards(todo: collections.deque, plan: ShardPlan, out_dir: Path, cfg: La
         # a worker that dies (a node lost, the OOM killer) comes back, on another node if need be, and redoes its batch
         num_cpus=cfg.ray.pose_worker_cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=2
     )
-    pool = _ActorPool(
-        [actor_cls.remote(cfg.pose, num_threads=max(1, int(cfg.ray.pose_worker_cpus))) for _ in range(cfg.ray.num_pose_workers)]
+    pool = ActorPool(
+        [actor_cls.remote(cfg.pose, num_threads=max(1, int(cfg.ray.pose_worker_cpus))) for _ in range(cfg.ray.num_pose_workers)], "estimate"
     )
     wait_for_pose_models(pool.actors, cfg)  # before any download: a model that cannot load stops the run here
     download = ray.remote(_download_stage).options(num_returns=2, num_cpus=1, max_retries=2, retry_exceptions=True)

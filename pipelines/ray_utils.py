@@ -136,3 +136,24 @@ class ShardAttempts:
                 f"{len(self.failed)} shard(s) not finished: the Ray cluster lost their work {self.limit} times ({listed}). "
                 "The finished shards are kept: run the same command again to resume"
             )
+
+
+class ActorPool:
+    """Actors doing the same work; each call goes to the actor with the fewest unfinished calls."""
+
+    def __init__(self, actors: list, method: str) -> None:
+        self.actors, self.method = actors, method
+        self.outstanding: list[list] = [[] for _ in actors]
+
+    def submit(self, *args):
+        """``actor.<method>.remote(*args)`` on the least busy actor; returns its object ref."""
+        import ray
+
+        for refs in self.outstanding:
+            if refs:
+                done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+                refs[:] = [r for r in refs if r not in done]
+        k = min(range(len(self.actors)), key=lambda j: len(self.outstanding[j]))
+        ref = getattr(self.actors[k], self.method).remote(*args)
+        self.outstanding[k].append(ref)
+        return ref

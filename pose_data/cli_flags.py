@@ -58,6 +58,13 @@ HDVILA_FLAGS: dict[str, tuple[str, type, str]] = {
     "--download-timeout": ("download_timeout", int, "seconds per yt-dlp download (default 60)"),
     "--ray-address": ("ray_address", str, "join a Ray cluster (auto, HOST:PORT or ray://host:port); default: a local Ray of its own"),
     "--preview-clips": ("preview_clips", int, "kept clips on preview.png (default 12, 0: none)"),
+    "--caption-model": ("caption.model", str, "video VLM (hub id or folder) captioning kept clips that have no --captions caption"),
+    "--caption-frames": ("caption.frames", int, "frames of a clip the captioner sees, spread over it (default 8)"),
+    "--caption-prompt": ("caption.prompt", str, "the captioner's instruction (default: one sentence on the people, actions, scene, camera)"),
+    "--caption-max-tokens": ("caption.max_tokens", int, "the most tokens of a caption (default 77)"),
+    "--caption-batch-size": ("caption.batch_size", int, "clips per captioner call (default 4)"),
+    "--caption-workers": ("caption.workers", int, "captioning actors (default: one per GPU of the cluster, or 1)"),
+    "--caption-device": ("caption.device", str, "auto (cuda when there is a GPU), cpu or cuda"),
 }
 HDVILA_SWITCHES = {
     "--write-clips": ("clips.write_clips", "also write OUT/clips/NNNNN.tar training shards"),
@@ -65,6 +72,7 @@ HDVILA_SWITCHES = {
     "--clip-spans-to-video": ("clip_spans_to_video", "clip spans running past the video's end (recorded) instead of span_out_of_range"),
     "--download": ("download", "fetch missing videos with yt-dlp into VIDEOS/_downloaded"),
     "--allow-private-addresses": ("allow_private_addresses", "with --download: also fetch non-public addresses (local serving only)"),
+    "--recaption": ("caption.recaption", "with --caption-model: caption every kept clip, also those with a --captions caption"),
 }
 
 EXTRACT_POSES_FLAGS: dict[str, tuple[str, type, str]] = {

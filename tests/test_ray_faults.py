@@ -4,24 +4,17 @@ row still comes out exactly once, with the same result as an uninterrupted run."
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from actor_kill import actor_pids, run_and_kill_mid_run
 from conftest import REPO, Route
 from pose_data.config import load_config
 from pose_data.laion.config import LaionPoseConfig, preset_or_file
 
 SAMPLES = REPO / "pose_data" / "sample_data" / "laion"
-
-
-def pose_worker_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::PoseBatchRunner"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
 
 
 def config(shard_size: int) -> LaionPoseConfig:
@@ -39,28 +32,17 @@ def test_a_pose_worker_killed_mid_run_is_replaced_and_every_row_comes_out_once(r
     pd.DataFrame({"URL": urls, "TEXT": [f"photo {i}" for i in range(16)]}).to_csv(meta, index=False)
 
     reference = build_laion_pose([str(meta)], str(tmp_path / "reference"), config(2), progress=False)
-    before = pose_worker_pids()
-    result: dict = {}
-    run = threading.Thread(target=lambda: result.update(manifest=build_laion_pose([str(meta)], str(tmp_path / "out"), config(2), progress=False)))
-    run.start()
-    deadline = time.time() + 120
-    while not (tmp_path / "out" / "meta" / "00001.parquet").exists():  # two of eight shards done: mid-run
-        assert run.is_alive() and time.time() < deadline, "the run ended before a worker could be killed"
-        time.sleep(0.05)
-    workers = pose_worker_pids() - before
-    assert workers, "no pose worker process of this run found"
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    run.join(timeout=300)
-    assert "manifest" in result, "the run did not complete after its pose worker was killed"
+    # two of eight shards done: mid-run
+    manifest, workers = run_and_kill_mid_run(lambda: build_laion_pose([str(meta)], str(tmp_path / "out"), config(2), progress=False),
+                                             tmp_path / "out" / "meta" / "00001.parquet", "PoseBatchRunner")  # fmt: skip
     assert len(list((tmp_path / "out" / "meta").glob("*.parquet"))) == 8
     rows = pd.read_parquet(tmp_path / "out" / "meta").sort_values("key").reset_index(drop=True)
     expected = pd.read_parquet(tmp_path / "reference" / "meta").sort_values("key").reset_index(drop=True)
     assert len(rows) == 16 and rows["key"].is_unique and sorted(rows["url"]) == sorted(urls)
     columns = ["key", "url", "status", "num_persons", "width", "height"]
     pd.testing.assert_frame_equal(rows[columns], expected[columns])
-    assert result["manifest"]["counts"] == reference["counts"]
-    assert not (pose_worker_pids() & workers)  # the killed process is gone; the run used a replacement
+    assert manifest["counts"] == reference["counts"]
+    assert not (actor_pids("PoseBatchRunner") & workers)  # the killed process is gone; the run used a replacement
     assert Path(tmp_path / "out" / "manifest.json").is_file()
 
 

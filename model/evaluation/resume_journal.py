@@ -21,6 +21,7 @@ from model.evaluation.capped_read import file_kind
 from model.evaluation.config import EvalConfig
 from model.evaluation.inputs import EvalItem
 from model.evaluation.video_scoring import OK, SCHEMA
+from pose_data.files.hub_revision import hub_revision
 
 #: Part of every resume key: a change to what is scored (or how) makes earlier journals' rows stale.
 KEY_VERSION = "fyp-eval/3"
@@ -51,20 +52,6 @@ def file_stamp(path: str | os.PathLike | None):
     except (OSError, ValueError):
         return None
     return None
-
-
-def hub_revision(name: str) -> str | None:
-    """The commit of a hub model's snapshot in the local cache (what ``from_pretrained`` loads); None for a local
-    folder or a model not cached."""
-    if Path(os.path.expanduser(name)).exists() or name.count("/") != 1:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(name, "config.json")
-    except Exception:  # noqa: BLE001 - a malformed id: not cached
-        return None
-    return Path(cached).parent.name if isinstance(cached, str) else None
 
 
 def item_stamp(item: EvalItem) -> dict | None:

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     clip = sub.add_parser("make-tiny-clip", help="write a tiny random CLIPModel + processor (offline fyp-eval plumbing)")
     clip.add_argument("output", metavar="DIR")
     clip.add_argument("--seed", type=int, default=0)
+    captioner = sub.add_parser("make-tiny-captioner", help="write a tiny random SmolVLM2-family captioner + processor (offline index-hdvila captions)")
+    captioner.add_argument("output", metavar="DIR")
+    captioner.add_argument("--seed", type=int, default=0)
     add_verbose_flags(parser, sub)
     return parser
 
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             from model.nets.tiny_clip import make_tiny_clip
 
             print(f"tiny CLIP model written to {make_tiny_clip(args.output, seed=args.seed)}")
+        elif args.command == "make-tiny-captioner":
+            from model.nets.tiny_captioner import make_tiny_captioner
+
+            print(f"tiny captioner written to {make_tiny_captioner(args.output, seed=args.seed)}")
     except (ValueError, OSError) as err:  # bad arguments, missing or unreadable inputs, an unreachable hub
         print(f"fyp-train {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
-"""Configuration of ``pose-data index-hdvila``: every default in one place."""
+"""Configuration of ``pose-data index-hdvila``: every default in one place (the captioner's in
+:class:`pose_data.hdvila.captioner.CaptionConfig`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from pose_data.config import load_preset_or_file
+from pose_data.hdvila.captioner import CaptionConfig
 
 
 @dataclass
@@ -53,6 +55,7 @@ class HdvilaIndexConfig:
     max_video_duration: float = 2 * 3600.0  # seconds
     filter: ClipFilterConfig = field(default_factory=ClipFilterConfig)
     clips: ClipOutputConfig = field(default_factory=ClipOutputConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)  # --caption-model: captions from a video VLM
     ray_address: str | None = None
     preview_clips: int = 12  # kept clips on OUT/preview.png (first, middle, last frame each)
 
@@ -69,6 +72,7 @@ class HdvilaIndexConfig:
             raise ValueError(f"clips.frames must be >= 1, got {c.frames}")
         if c.stride < 1:
             raise ValueError(f"clips.stride must be >= 1, got {c.stride}")
+        self.caption.validate()
 
 
 PRESETS = ("hdvila_index", "hdvila_index-tiny")

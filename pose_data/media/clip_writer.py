@@ -2,7 +2,8 @@
 
 Both classes take frames one at a time as ``add(frame, t)``, the signature of
 :func:`pose_data.media.video_decode.decode_span`'s ``on_frame`` callback, so a clip is decoded once and
-written as it is decoded: ``decode_span(path, a, b, on_frame=encoder.add)``.
+written as it is decoded: ``decode_span(path, a, b, on_frame=encoder.add)``. ``on_kept`` (optional) sees every
+frame that goes into the clip, as the RGB array written (the captioner's frames come from there).
 
 Every frame goes through the same geometry (:func:`frame_to_rgb`):
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -114,6 +116,7 @@ class ClipEncoder:
         fps: float | None = None,
         crf: int = 23,
         preset: str = "veryfast",
+        on_kept: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         _check_geometry(size, center_crop)
         if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
@@ -123,6 +126,7 @@ class ClipEncoder:
         if preset not in X264_PRESETS:
             raise ValueError(f"unknown x264 preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
         self.size, self.center_crop, self.fps, self.crf, self.preset = size, center_crop, fps, crf, preset
+        self.on_kept = on_kept
         self.num_written = 0
         self._buffer: io.BytesIO | None = None
         self._container = None
@@ -189,6 +193,8 @@ class ClipEncoder:
 
     def _write(self, frame: av.VideoFrame, pts: int) -> None:
         rgb = frame_to_rgb(frame, self.size, self.center_crop)  # (H, W, 3)
+        if self.on_kept is not None:
+            self.on_kept(rgb)
         if self._container is None:
             self._open(rgb.shape[1], rgb.shape[0])
         out = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
@@ -217,6 +223,7 @@ class FrameSampler:
         size: int | None = None,
         center_crop: bool = False,
         quality: int = 90,
+        on_kept: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         if not (isinstance(num_frames, int) and num_frames >= 1):
             raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
@@ -226,6 +233,7 @@ class FrameSampler:
             raise ValueError(f"quality must be an int in 1..95, got {quality!r}")
         _check_geometry(size, center_crop)
         self.num_frames, self.stride, self.size, self.center_crop, self.quality = num_frames, stride, size, center_crop, quality
+        self.on_kept = on_kept
         self.times: list[float] = []
         self._jpegs: list[bytes] = []
         self._seen = 0
@@ -241,6 +249,8 @@ class FrameSampler:
         if self.full or index % self.stride:
             return
         rgb = frame_to_rgb(frame, self.size, self.center_crop)
+        if self.on_kept is not None:
+            self.on_kept(rgb)
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="JPEG", quality=self.quality)
         self._jpegs.append(buffer.getvalue())
