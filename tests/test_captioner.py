@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.nets.tiny_captioner import make_captioner_tokenizer, make_tiny_captioner
+from model.nets.tiny_captioner import make_captioner_tokenizer, make_tiny_captioner, make_tiny_qwen_captioner
 from pose_data.hdvila.caption_frames import ClipFrames, spread_indices
 from pose_data.hdvila.captioner import CaptionConfig, VideoCaptioner, clean_caption
 from pose_data.media.video_decode import decode_span
@@ -157,4 +157,24 @@ def test_fyp_train_make_tiny_captioner_writes_a_loadable_folder(tmp_path):
     assert f"tiny captioner written to {tmp_path / 'cap'}" in proc.stdout
     result = VideoCaptioner(CaptionConfig(model=str(tmp_path / "cap"), max_tokens=4)).caption([clip_of("bikes.mp4", 0.0, 1.0, k=4)])
     assert result[0].error == "" and result[0].caption
+
+
+def test_a_qwen25_vl_model_captions_through_the_same_code_with_the_clips_timing(tmp_path):
+    """The other family the docs name: Qwen2.5-VL reads how far apart the frames are (its temporal position encoding)
+    from the clip's frame count, rate and the chosen indices."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    captioner = VideoCaptioner(CaptionConfig(model=str(make_tiny_qwen_captioner(tmp_path / "qwen")), max_tokens=8, batch_size=2))
+    assert isinstance(captioner.processor, Qwen2_5_VLProcessor) and isinstance(captioner.model, Qwen2_5_VLForConditionalGeneration)
+    assert captioner.prompt_text.startswith("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Describe this video")
+    frames, fps = decoded("bikes.mp4", 0.0, 2.0)  # 50 frames at 25 fps
+    indices = spread_indices(len(frames), 8)
+    clip = ClipFrames(np.stack([frames[i] for i in indices]), indices, fps, 2.0, len(frames))
+    inputs = captioner.inputs([clip])
+    # 8 of 50 frames over 2 s: 4 frames a second, so each group of 2 frames (the temporal patch) spans 0.5 s
+    assert inputs["second_per_grid_ts"].tolist() == [0.5] and inputs["video_grid_thw"][0, 0].item() == 4
+    short = ClipFrames(clip.frames[:4], indices[:4], fps, 2.0, len(frames))
+    results = captioner.caption([clip, clip, short])
+    assert all(r.caption and not r.error for r in results) and results[0].caption == results[1].caption
+    assert [r.caption for r in results] == [captioner.caption([c])[0].caption for c in (clip, clip, short)]
 
