@@ -1,8 +1,8 @@
 """Benchmark of the captioning stage of ``pose-data index-hdvila --caption-model`` against a bare ``generate`` loop.
 
 Clips of one of the bundled real videos are indexed with ``--write-clips`` and a captioner; the same frames the
-indexer gave the captioner (the same clips, frames per clip and batch size) then go through a bare loop that calls
-the processor and ``model.generate`` directly, in this process. It prints:
+indexer gave the captioner (the same clips, frames per clip and batch size) then go through a bare loop of the
+captioner's own batch call (the processor, ``model.generate``, the tokens' decoding) in this process. It prints:
   * clips/s of the captioning stage inside index-hdvila: clips over the seconds the actors spent in their caption
     calls (batching, the processor, generate, decoding the tokens; measured inside the actor, after Ray has handed
     it the frames), and over the stage's span (first batch started to last batch ended: the handing over and the
@@ -44,14 +44,10 @@ def bare_loop(cfg, clips: list) -> float:
 
     torch.set_num_threads(max(1, int(cfg.worker_cpus)))  # what one captioning actor uses
     captioner = VideoCaptioner(cfg)
-    model, batch = captioner.model, cfg.batch_size
+    batch = cfg.batch_size
     start = time.perf_counter()  # the first batch included, cold, as the actor's first batch is
     for i in range(0, len(clips), batch):
-        inputs = captioner.inputs(clips[i : i + batch]).to(captioner.device)
-        floating = {k: v.to(model.dtype) for k, v in inputs.items() if torch.is_floating_point(v)}
-        with torch.inference_mode():
-            out = model.generate(**{**inputs, **floating}, max_new_tokens=cfg.max_tokens, do_sample=False)
-        captioner.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        captioner.caption_batch(clips[i : i + batch])  # the processor, generate and the tokens' decoding, nothing around
     return time.perf_counter() - start
 
 

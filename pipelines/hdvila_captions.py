@@ -3,8 +3,10 @@
 A shard takes three steps, as a LAION-Pose shard does: a decode task (CPU) returns the decoded shard and the frames
 of the clips to caption; batches of those go to the captioning actors (the model loaded once per actor, one actor
 per GPU when the cluster has GPUs); a write task (CPU) puts the captions into the tar and the index. Only object
-references pass through the driver. At most one shard per CPU is being decoded, and at most two shards per actor
-wait for their captions, so the frames in Ray's object store stay bounded however fast decoding is.
+references pass through the driver. At most one shard per free CPU is being decoded, and at most that many plus two
+per actor are decoded or decoding and wait for their captions, so the frames in Ray's object store stay bounded
+however fast decoding is; a write task starts only when all of its shard's captions are back. A batch whose captions
+were lost (its actor lost for good) loses its shard's work, which runs again like any lost work.
 
 The captioner a folder was captioned with (model, revision or folder hash, prompt, frames, max tokens, dtype) is
 kept in ``OUT/_work/captioner.json``; a resumed run whose captioner differs is refused before anything is decoded.
@@ -40,23 +42,24 @@ def _decode_task(shard_id: int, input_path: str, videos: dict, cfg_dict: dict):
     return {"captions": len(frames)}, decoded, frames
 
 
-def _write_task(decoded: DecodedShard, cfg_dict: dict, out_dir: str, caption_refs: list) -> ClipShardStats:
-    """The shard's files. ``caption_refs`` (one per batch, nested so that Ray does not resolve them first) are read
-    here: a batch whose actor was lost for good, or failed to load again after a restart, gives its clips the reason."""
+def _write_task(decoded: DecodedShard, cfg_dict: dict, out_dir: str, caption_refs: list) -> ClipShardStats | str:
+    """The shard's files, or, when a batch of its captions was lost (its actor lost for good, or unable to load the
+    model again after a restart), nothing and the reason: the driver runs the shard again, as for any lost work.
+    ``caption_refs`` (one per batch) come nested, so that Ray does not resolve them first; all are ready by now."""
     import ray
 
     from pose_data.config import from_dict
 
     cfg = from_dict(HdvilaIndexConfig, cfg_dict)
     captions: list[CaptionResult] = []
-    for ref, size in caption_refs:
+    for ref in caption_refs:
         try:
             captions += ray.get(ref)
         except ray.exceptions.RayError as err:
-            cause = getattr(err, "cause", None) if isinstance(err, ray.exceptions.RayTaskError) else err
-            reason = f"captioner lost: {one_line_error(cause or err)}" if is_lost_work(err) else one_line_error(cause or err)
-            log.warning("shard %s: %d clip(s) without a caption: %s", decoded.name, size, reason)
-            captions += [CaptionResult("", reason)] * size
+            cause = getattr(err, "cause", None) if isinstance(err, ray.exceptions.RayTaskError) else None
+            if is_lost_work(err) or isinstance(cause, CaptionerLoadError):
+                return f"captions lost: {one_line_error(cause or err)}"
+            raise
     stats = write_shard(decoded, cfg, Path(out_dir), captions=captions)
     stats = dataclasses.replace(stats, **worker_location())
     write_json_atomic(Path(out_dir) / "stats" / f"{stats.shard}.json", dataclasses.asdict(stats))
@@ -98,29 +101,38 @@ def run_captioned_shards(todo, plan: ShardPlan, out_dir: Path, cfg: HdvilaIndexC
     write = ray.remote(_write_task).options(num_cpus=1, max_retries=1, retry_exceptions=True)
     videos_ref, cfg_dict, batch = ray.put(videos), to_dict(cfg), cfg.caption.batch_size
     decoding_limit = max(1, int(ray.cluster_resources().get("CPU", 1) - cpus * workers))  # one decode per free CPU
-    waiting_limit = 2 * workers  # shards whose frames wait for the actors
+    waiting_limit = decoding_limit + 2 * workers  # shards decoded or being decoded whose captions are not all back
     attempts = ShardAttempts(todo)  # a shard whose work a lost node or actor took with it is run again
     decoding: dict = {}  # summary ref -> (shard id, decoded ref, frames ref)
+    captioning: dict = {}  # shard id -> (decoded ref, its caption refs not yet ready, all its caption refs)
     writing: dict = {}  # write ref -> shard id
-    while todo or decoding or writing:
-        while todo and len(decoding) < decoding_limit and len(writing) < waiting_limit:
+    while todo or decoding or captioning or writing:
+        while todo and len(decoding) < decoding_limit and len(decoding) + len(captioning) < waiting_limit:
             sid = todo.popleft()
             summary_ref, decoded_ref, frames_ref = decode.remote(sid, str(plan.input_path(sid)), videos_ref, cfg_dict)
             decoding[summary_ref] = (sid, decoded_ref, frames_ref)
-        ready, _ = ray.wait([*decoding, *writing], num_returns=1)
+        pending = {ref: sid for sid, (_, waiting, _) in captioning.items() for ref in waiting}
+        ready, _ = ray.wait([*decoding, *pending, *writing], num_returns=1)
         for ref in ready:
             if ref in decoding:
                 sid, decoded_ref, frames_ref = decoding.pop(ref)
                 summary = attempts.result(sid, ref)
-                if summary is None:
-                    continue
-                n = summary["captions"]
-                caption_refs = [(pool.submit(frames_ref, i, min(i + batch, n)), min(batch, n - i)) for i in range(0, n, batch)]
-                writing[write.remote(decoded_ref, cfg_dict, str(out_dir), caption_refs)] = sid
+                if summary is not None:
+                    n = summary["captions"]
+                    refs = [pool.submit(frames_ref, i, min(i + batch, n)) for i in range(0, n, batch)]
+                    captioning[sid] = (decoded_ref, set(refs), refs)
+            elif ref in pending:
+                captioning[pending[ref]][1].discard(ref)
             else:
-                stats: ClipShardStats | None = attempts.result(writing.pop(ref), ref)
-                if stats is not None:
+                sid = writing.pop(ref)
+                stats: ClipShardStats | str | None = attempts.result(sid, ref)
+                if isinstance(stats, str):
+                    attempts.requeue(sid, stats)
+                elif stats is not None:
                     bar.update(stats.rows, stats.counts)
+        for sid in [sid for sid, (_, waiting, _) in captioning.items() if not waiting]:  # every batch back: write it
+            decoded_ref, _, refs = captioning.pop(sid)
+            writing[write.remote(decoded_ref, cfg_dict, str(out_dir), refs)] = sid
     attempts.check()
     timings = []
     for actor in pool.actors:

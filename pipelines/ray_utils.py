@@ -119,9 +119,12 @@ class ShardAttempts:
         """``err`` came from ``shard``'s work: requeue the shard when the cluster lost it, else re-raise ``err``."""
         if not is_lost_work(err):
             raise err
-        self.attempts[shard] += 1
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-        reason = f"{type(err).__name__}: {first[:200]}"
+        self.requeue(shard, f"{type(err).__name__}: {first[:200]}")
+
+    def requeue(self, shard: int, reason: str) -> None:
+        """``shard``'s work was lost for ``reason``: run it again, or after the last attempt keep it for :meth:`check`."""
+        self.attempts[shard] += 1
         if self.attempts[shard] < self.limit:
             log.warning("shard %05d: its work was lost (%s); running it again (attempt %d of %d)",
                         shard, reason, self.attempts[shard] + 1, self.limit)  # fmt: skip

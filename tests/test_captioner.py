@@ -4,6 +4,7 @@ rows with a reason, and the settings that decide the captions."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from model.nets.tiny_captioner import make_captioner_tokenizer, make_tiny_captioner, make_tiny_qwen_captioner
 from pose_data.hdvila.caption_frames import ClipFrames, spread_indices
-from pose_data.hdvila.captioner import CaptionConfig, VideoCaptioner, clean_caption
+from pose_data.hdvila.captioner import CaptionConfig, VideoCaptioner, clean_caption, folder_sha256
 from pose_data.media.video_decode import decode_span
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pose_data" / "sample_data" / "hdvila"
@@ -143,11 +144,15 @@ def test_caption_settings_are_checked_and_recorded(tiny_captioner, captioner):
     identity = captioner.identity()
     assert identity["model"] == str(tiny_captioner) and identity["frames"] == 8 and identity["max_tokens"] == 12
     assert identity["dtype"] == "float32" and len(identity["folder_sha256"]) == 64
+    (tiny_captioner / ".cache" / "huggingface").mkdir(parents=True)  # what a hub download into a folder leaves
+    (tiny_captioner / ".cache" / "huggingface" / "model.safetensors.lock").write_text("")
+    assert folder_sha256(tiny_captioner) == identity["folder_sha256"]
     (tiny_captioner / "notes.txt").write_text("changed")
     try:
         assert VideoCaptioner(CaptionConfig(model=str(tiny_captioner))).identity()["folder_sha256"] != identity["folder_sha256"]
     finally:
         (tiny_captioner / "notes.txt").unlink()
+        shutil.rmtree(tiny_captioner / ".cache")
 
 
 def test_fyp_train_make_tiny_captioner_writes_a_loadable_folder(tmp_path):

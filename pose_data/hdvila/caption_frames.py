@@ -40,12 +40,13 @@ class KeptFrames:
                 self.kept = [(i, frame) for i, frame in self.kept if i % self.stride == 0]
         self.count += 1
 
-    def clip_frames(self, fps: float, duration: float) -> ClipFrames | None:
-        """The ``k`` frames to caption with their indices at the writer's frame rate ``fps``; None when none came."""
+    def clip_frames(self, fps: float) -> ClipFrames | None:
+        """The ``k`` frames to caption with their indices at the writer's frame rate ``fps`` (the clip lasts as long as
+        the frames the writer kept: ``count / fps``); None when none came."""
         if not self.kept:
             return None
         chosen = [self.kept[i] for i in spread_indices(len(self.kept), self.k)]
-        return ClipFrames(np.stack([frame for _, frame in chosen]), [i for i, _ in chosen], fps, duration, self.count)
+        return ClipFrames(np.stack([frame for _, frame in chosen]), [i for i, _ in chosen], fps, self.count / fps, self.count)
 
 
 def downscaled(rgb: np.ndarray, max_side: int) -> np.ndarray:

@@ -158,17 +158,19 @@ class VideoCaptioner:
         results = []
         for start in range(0, len(clips), self.cfg.batch_size):
             batch = clips[start : start + self.cfg.batch_size]
+            one_by_one = False
             try:
                 results += [as_result(text) for text in self.caption_batch(batch)]
             except Exception as err:  # noqa: BLE001 - a failed batch becomes rows with the reason, the run goes on
                 if is_fatal_device_error(err):
                     raise
-                if is_out_of_memory(err) and len(batch) > 1:
-                    free_device_memory()
-                    results += [self.caption([clip])[0] for clip in batch]
-                    continue
-                log.warning("captioning %d clip(s) failed: %s", len(batch), one_line_error(err))
-                results += [CaptionResult("", one_line_error(err)) for _ in batch]
+                one_by_one = is_out_of_memory(err) and len(batch) > 1
+                if not one_by_one:
+                    log.warning("captioning %d clip(s) failed: %s", len(batch), one_line_error(err))
+                    results += [CaptionResult("", one_line_error(err)) for _ in batch]
+            if one_by_one:  # out of the except block: the failed batch's tensors (held by the traceback) are freed first
+                free_device_memory()
+                results += [self.caption([clip])[0] for clip in batch]
         return results
 
 
@@ -189,8 +191,11 @@ def is_fatal_device_error(err: BaseException) -> bool:
 
 
 def free_device_memory() -> None:
+    import gc
+
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -202,9 +207,11 @@ def clean_caption(text: str) -> str:
 
 
 def folder_sha256(folder: Path) -> str:
-    """SHA-256 over the relative paths and contents of every file below ``folder`` (in sorted order)."""
+    """SHA-256 over the relative paths and contents of the files below ``folder`` (in sorted order), leaving out
+    hidden ones (``.cache/`` of a hub download, ``.git/``, lock files): what ``from_pretrained`` reads."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = [p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    for path in sorted(files):
         digest.update(str(path.relative_to(folder)).encode("utf-8") + b"\0")
         with path.open("rb") as handle:
             while chunk := handle.read(1 << 20):
@@ -246,6 +253,9 @@ class CaptionBatchRunner:
 
     def caption(self, clips: list[ClipFrames], start: int, stop: int) -> list[CaptionResult]:
         """Captions of ``clips[start:stop]`` (a shard's clips travel once; each batch names its slice)."""
+        if self.error is not None and self.exit_on_fatal:  # restarted and the model would not load again: go, again
+            log.error("%s: ending this captioning worker", self.error)
+            os._exit(1)
         self.ready()
         began = time.time()
         try:

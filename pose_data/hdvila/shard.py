@@ -198,7 +198,7 @@ def decode_shard(shard_id: int, inputs: pa.Table, video_paths: dict[str, str], c
         caption = row["caption"] or ""
         record = {**row, **fields, "shard": name, "caption_source": "csv" if caption else "", "caption_error": ""}
         if fields["status"] == OK:
-            frames = collector.clip_frames(writer_fps(fields, cfg), fields["decoded_duration"]) if collector is not None else None
+            frames = collector.clip_frames(writer_fps(fields, cfg)) if collector is not None else None
             if frames is not None:
                 caption_rows.append(n)
                 caption_inputs.append(frames)
