@@ -75,13 +75,7 @@ def make_tiny_captioner(out_dir: str | Path, *, seed: int = 0, image_size: int =
                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096, **ids},
         scale_factor=scale_factor, image_token_id=tokenizer.convert_tokens_to_ids("<image>"), **ids,
     )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SmolVLMForConditionalGeneration(config)
-    model.generation_config.update(**ids, do_sample=False)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_random_model(SmolVLMForConditionalGeneration, config, processor, ids, seed=seed, out=out)
 
 
 #: Qwen2.5-VL's special tokens that its processor and chat template use, and its chat template (the official one
@@ -124,11 +118,15 @@ def make_tiny_qwen_captioner(out_dir: str | Path, *, seed: int = 0, hidden_size:
         image_token_id=token("<|image_pad|>"), video_token_id=token("<|video_pad|>"), vision_start_token_id=token("<|vision_start|>"),
         vision_end_token_id=token("<|vision_end|>"),
     )  # fmt: skip
+    return save_random_model(Qwen2_5_VLForConditionalGeneration, config, processor, ids, seed=seed, out=out)
+
+
+def save_random_model(model_class, config, processor, ids: dict, *, seed: int, out: Path) -> Path:
+    """``model_class(config)`` with weights drawn from ``seed``, greedy by default, saved with ``processor`` to ``out``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = model_class(config)
     model.generation_config.update(**ids, do_sample=False)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
-
