@@ -149,8 +149,6 @@ def _build_hdvila_index(metadata, videos, output, cfg: HdvilaIndexConfig, *, cap
         outputs=OUTPUTS,
     )
     prepare_output(out_dir, SUBFOLDERS)
-    if overwrite:  # the captioner of the run started again is not the one to resume with
-        (out_dir / CAPTIONER_FILE).unlink(missing_ok=True)
     todo = collections.deque(_todo(plan, out_dir, cfg))
     done = plan.num_rows - sum(plan.shard_rows(s) for s in todo)
     with StatusProgress(total=plan.num_rows, initial=done, statuses=HDVILA_STATUSES, enabled=progress, unit="clip") as bar:
