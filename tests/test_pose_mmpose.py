@@ -294,3 +294,19 @@ def test_unsafe_pickles_are_still_refused(tmp_path, payload):
     torch.save({"state_dict": {}, "x": payload}, path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+def test_random_weights_are_the_same_whatever_the_process_drew_before():
+    """A reused Ray worker has drawn from torch's RNG before the estimator is built: random weights must not
+    depend on that (a pipeline test's statuses once flipped on it), and building must not move the caller's RNG."""
+    cfg = PoseModelConfig(backend="mmpose", det_checkpoint=None, pose_checkpoint=None)
+    torch.manual_seed(123)
+    a = build_pose_estimator(cfg)
+    torch.rand(1000)  # a different RNG state before the second build
+    before = torch.get_rng_state()
+    b = build_pose_estimator(cfg)
+    assert torch.equal(torch.get_rng_state(), before)
+    for model_a, model_b in ((a.detector, b.detector), (a.pose_model, b.pose_model)):
+        state_a, state_b = model_a.state_dict(), model_b.state_dict()
+        assert state_a.keys() == state_b.keys() and len(state_a) > 100
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

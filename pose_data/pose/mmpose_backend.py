@@ -243,9 +243,14 @@ class MMPosePoseEstimator(PoseEstimator):
 
         det_config, det_checkpoint = resolve_model(cfg.det_model, cfg.det_checkpoint, DET_MODELS, "det")
         pose_config, pose_checkpoint = resolve_model(cfg.pose_model, cfg.pose_checkpoint, POSE_MODELS, "pose")
-        # palette="random": skip building the COCO dataset object only to read its colour palette
-        self.detector = init_detector(det_config, det_checkpoint, palette="random", device=cfg.device)
-        self.pose_model = init_model(pose_config, pose_checkpoint, device=cfg.device)
+        # Built under a fixed seed, on a forked RNG: random weights (no checkpoint) are then the same in every
+        # process, whatever that process drew before (a reused Ray worker), and the caller's RNG is untouched.
+        # Loaded weights overwrite them.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            # palette="random": skip building the COCO dataset object only to read its colour palette
+            self.detector = init_detector(det_config, det_checkpoint, palette="random", device=cfg.device)
+            self.pose_model = init_model(pose_config, pose_checkpoint, device=cfg.device)
 
         # Test pipelines, built in each package's registry scope; images arrive as arrays.
         det_pipeline = [dict(t) for t in self.detector.cfg.test_dataloader.dataset.pipeline]
