@@ -10,6 +10,7 @@ import yaml
 
 from pose_data.pose.filtering import (
     STATUS_LOW_CONFIDENCE,
+    STATUS_NO_HAND,
     STATUS_NO_PERSON,
     STATUS_OK,
     STATUS_TOO_MANY_PERSONS,
@@ -196,6 +197,9 @@ def test_kept_persons_keep_their_keypoints():
         ("max_persons", -2),
         ("min_image_size", -1),
         ("min_image_size", 256.5),
+        ("min_hand_keypoints", 0),
+        ("min_hand_keypoints", 22),
+        ("min_hand_keypoints", 5.0),
     ],
 )
 def test_config_rejects_nonsense_naming_the_field(field_name, value):
@@ -229,3 +233,53 @@ def test_filter_persons_rejects_unresolved_threshold_and_bad_size():
         filter_persons([person(17)], W, H, FilterConfig(), None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="image size must be positive, got 0x800"):
         filter_persons([person(17)], 0, H, FilterConfig(), 0.3)
+
+
+# --- min_hand_keypoints (hands-rich subsets from a whole-body backend) ---------------------------
+
+
+def hand(n_confident: int, score: float = 0.9, low: float = 0.1) -> np.ndarray:
+    """(21, 3) hand whose first ``n_confident`` points score ``score`` and the rest ``low``."""
+    points = np.zeros((21, 3), np.float32)
+    points[:, :2] = 300.0
+    points[:, 2] = low
+    points[:n_confident, 2] = score
+    return points
+
+
+def with_hands(p: PersonPose, left: np.ndarray | None = None, right: np.ndarray | None = None) -> PersonPose:
+    return dataclasses.replace(p, hand_left=left, hand_right=right)
+
+
+def test_min_hand_keypoints_off_by_default_ignores_hands():
+    assert FilterConfig().min_hand_keypoints is None
+    assert filter_persons([person(17)], W, H, FilterConfig(), 0.3).status == STATUS_OK  # no hands, still ok
+
+
+def test_min_hand_keypoints_boundary_on_the_best_hand_of_any_kept_person():
+    cfg = FilterConfig(min_hand_keypoints=10)
+    two = [with_hands(person(17), left=hand(4)), with_hands(person(17, box=(0, 0, 400, 400)), right=hand(10))]
+    result = filter_persons(two, W, H, cfg, 0.3)
+    assert result.status == STATUS_OK and len(result.persons) == 2
+    assert result.persons[1].hand_right is not None  # parts travel with the kept persons
+    result = filter_persons([with_hands(person(17), left=hand(9), right=hand(9))], W, H, cfg, 0.3)
+    assert result.status == STATUS_NO_HAND and result.persons == []
+    assert result.error == "1 person kept, best hand has 9 keypoints >= 0.30, min_hand_keypoints 10"
+
+
+def test_min_hand_keypoints_uses_the_keypoint_threshold_and_counts_only_kept_persons():
+    cfg = FilterConfig(min_hand_keypoints=21)
+    assert filter_persons([with_hands(person(17), left=hand(21, score=0.5))], W, H, cfg, 0.5).status == STATUS_OK
+    assert filter_persons([with_hands(person(17), left=hand(21, score=0.4999))], W, H, cfg, 0.5).status == STATUS_NO_HAND
+    # a person dropped for too few body keypoints does not lend the image its hand
+    dropped = with_hands(person(2, box=(0, 0, 400, 400)), left=hand(21))
+    result = filter_persons([person(17), dropped], W, H, dataclasses.replace(cfg, min_keypoints=8), 0.3)
+    assert result.status == STATUS_NO_HAND and result.error == "1 person kept, no hand found, min_hand_keypoints 21"
+
+
+def test_body_statuses_come_before_the_hand_check():
+    cfg = FilterConfig(min_hand_keypoints=1, max_persons=1)
+    assert filter_persons([], W, H, cfg, 0.3).status == STATUS_NO_PERSON
+    assert filter_persons([with_hands(person(2), left=hand(21))], W, H, cfg, 0.3).status == STATUS_LOW_CONFIDENCE
+    many = [with_hands(person(17), left=hand(21)), with_hands(person(17, box=(0, 0, 400, 400)), left=hand(21))]
+    assert filter_persons(many, W, H, cfg, 0.3).status == STATUS_TOO_MANY_PERSONS

@@ -44,6 +44,7 @@ def eval_config(args: argparse.Namespace):
     from model.generation.cli import resolve_device
     from pose_data.cli_flags import flag_layer
     from pose_data.config import load_config, parse_overrides
+    from pose_data.pose.estimator import MMPOSE_BACKENDS
 
     layers = [preset_or_file(args.config)] if args.config else []
     layers.append(parse_overrides(args.set))
@@ -53,7 +54,7 @@ def eval_config(args: argparse.Namespace):
     cfg = load_config(EvalConfig, *layers, flags)
     cfg.device, _ = resolve_device(args.device or cfg.device, "float32")
     pose_device_set = any(isinstance(layer.get("pose"), dict) and "device" in layer["pose"] for layer in layers)
-    if cfg.pose.backend == "mmpose" and (args.device is not None or not pose_device_set):
+    if cfg.pose.backend in MMPOSE_BACKENDS and (args.device is not None or not pose_device_set):
         # MMPose on CLIP's device (it has no mps), unless the config names pose.device; the flag names both
         cfg.pose.device = cfg.device if cfg.device.startswith(("cpu", "cuda")) else "cpu"
     cfg.validate()

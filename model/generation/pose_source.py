@@ -47,6 +47,8 @@ from pose_data.media.image_decode import ImageDecodeError, decode_image, image_s
 from pose_data.media.video_decode import decode_span, decode_video
 from pose_data.media.video_probe import VideoDecodeError, probe_video
 from pose_data.media.video_writer import read_video_comment
+from pose_data.pose.estimator import WHOLE_BODY_BACKENDS
+from pose_data.pose.keypoints import PARTS
 from pose_data.skeleton.render import SKELETON_STYLES
 
 log = logging.getLogger(__name__)
@@ -247,6 +249,7 @@ def load_pose_frames(
     except VideoDecodeError as err:
         raise ValueError(f"pose source {source}: {err.reason}") from None
     check_style(loaded.skeleton_style, encoder_style, source, allow_style_mismatch)
+    _warn_if_no_parts(loaded, source, extract_config)
     count = len(loaded.frames)
     unit = {"skeleton_frames": "image", "keypoints": "row"}.get(loaded.kind, "frame")
     if loaded.kind == "skeleton_frames":
@@ -306,6 +309,24 @@ def sample_rows(times: list[float], num_frames: int | None, fps: float | None, s
         if num_frames is not None and len(chosen) >= num_frames:
             return chosen[:num_frames]
     return chosen
+
+
+def _warn_if_no_parts(loaded: PoseFrames, source, extract_config) -> None:
+    """An ``openpose_full`` encoder was trained on hands and faces: drawing a source with none of them works but asks
+    the model for a body alone, which a user should hear about (and how to get them)."""
+    if loaded.skeleton_style != "openpose_full":
+        return
+    if loaded.kind == "driving_video":
+        backend = extract_config.pose.backend if extract_config is not None else "mmpose"
+        if backend not in WHOLE_BODY_BACKENDS:
+            log.warning("the pose is drawn in the openpose_full style (hands and face), but --pose-backend %s finds bodies "
+                        "only: use --pose-backend %s", backend, " or ".join(WHOLE_BODY_BACKENDS))  # fmt: skip
+    elif loaded.kind == "keypoints":
+        table = read_pose_sequence(loaded.keypoints).table
+        if not any(part in table.column_names and any(any(p is not None for p in row or []) for row in table.column(part).to_pylist())
+                   for part in PARTS):  # fmt: skip
+            log.warning("%s has no hand or face keypoints, so its openpose_full skeletons show bodies only: extract them "
+                        "with --pose-backend %s", source, " or ".join(WHOLE_BODY_BACKENDS))  # fmt: skip
 
 
 def _from_keypoints(path: Path, limit: int, fps, stride, style: str | None, fit) -> PoseFrames:

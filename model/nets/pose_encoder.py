@@ -98,7 +98,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         channels: output channels per level; must equal the UNet's ``block_out_channels`` (one level per down block).
         num_res_blocks: residual blocks per level (2 in the official encoder).
         downscale_factor: the PixelUnshuffle factor; 8 = the VAE's factor, so level 0 matches the latent size.
-        skeleton_style: the skeleton rendering the encoder was trained on (``openpose`` or ``mmpose``, from the
+        skeleton_style: the skeleton rendering the encoder was trained on (``openpose``, ``openpose_full`` or ``mmpose``, from the
             LAION-Pose manifest; ``mmpose`` for the official weights); None when unknown (T2I-Adapter weights). Stage 1 refuses to
             continue training across styles, and the sampler renders poses in this style.
     """

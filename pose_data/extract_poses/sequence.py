@@ -19,6 +19,9 @@ num_persons     int32                        persons in ``bboxes``/``keypoints``
 bboxes          list<list<float32>>          (x0, y0, x1, y1) per person, pixels
 person_scores   list<float32>                detector score per person
 keypoints       list<list<list<float32>>>    (17, 3) per person: x, y, score (COCO-17 order)
+hand_left       list<list<list<float32>>>    (21, 3) per person (OpenPose hand order) or null: the person's left hand
+hand_right      list<list<list<float32>>>    the same for the right hand
+face            list<list<list<float32>>>    (68, 3) per person (iBUG-68 order) or null
 =============== ============================ ==================================================
 
 As in the LAION-Pose ``meta/``, ``ok`` rows hold the persons kept by the filter and other rows
@@ -50,7 +53,7 @@ from pose_data.media.frame_limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, frame
 from pose_data.media.frame_sampling import decode_sampled, make_sampler
 from pose_data.pose.estimator import PoseEstimator
 from pose_data.pose.filtering import FilterConfig, filter_persons
-from pose_data.pose.keypoints import PersonPose
+from pose_data.pose.keypoints import PART_FIELDS, PART_SHAPES, PARTS, PersonPose
 from pose_data.skeleton.render import SKELETON_STYLES, render_skeleton
 from pose_data.statuses import OK
 
@@ -68,6 +71,7 @@ SCHEMA = pa.schema(
         pa.field("bboxes", pa.list_(pa.list_(pa.float32()))),
         pa.field("person_scores", pa.list_(pa.float32())),
         pa.field("keypoints", pa.list_(pa.list_(pa.list_(pa.float32())))),
+        *PART_FIELDS,
     ]
 )
 #: Columns a keypoints file must have to be drawn (``status`` is optional: without it every row is drawn).
@@ -131,8 +135,11 @@ def render_rows(table: pa.Table, style: str, min_score: float) -> Iterator[np.nd
         width, height = int(row["width"]), int(row["height"])
         people = []
         if not has_status or row["status"] == OK:
-            people = [PersonPose(bbox=_bbox(kps, box), score=1.0, keypoints=kps)
-                      for kps, box in zip(row["keypoints"] or [], row.get("bboxes") or [None] * len(row["keypoints"] or []))]  # fmt: skip
+            keypoints = row["keypoints"] or []
+            boxes = row.get("bboxes") or [None] * len(keypoints)
+            parts = {part: row.get(part) or [None] * len(keypoints) for part in PARTS}  # absent in files written before parts
+            people = [PersonPose(bbox=_bbox(kps, box), score=1.0, keypoints=kps, **{part: parts[part][i] for part in PARTS})
+                      for i, (kps, box) in enumerate(zip(keypoints, boxes))]  # fmt: skip
         yield render_skeleton(style, people, width, height, min_score)
 
 
@@ -220,6 +227,35 @@ def _check_columns(table: pa.Table, path: Path) -> None:
             if shape != (17, 3):
                 raise ValueError(f"{path}: row {i} has keypoints of shape {shape}, expected (17, 3) per person")
     _check_coordinates(table.column("keypoints"), path)
+    for part, shape in PART_SHAPES.items():
+        if part in table.column_names:
+            _check_part(table, part, shape, path)
+
+
+def _check_part(table: pa.Table, part: str, shape: tuple[int, int], path: Path) -> None:
+    """ValueError naming ``path``, the column and the row unless every row holds one entry per person, each null or
+    ``shape`` points with usable coordinates (the column is optional: files written before parts lack it)."""
+    column = table.column(part)
+    if not pa.types.is_list(column.type):
+        raise ValueError(f"{path}: column {part!r} must be a list of {shape} arrays (or nulls) per row, got {column.type}")
+    for i, (people, entries) in enumerate(zip(table.column("keypoints").to_pylist(), column.to_pylist())):
+        if entries is None:
+            continue
+        if len(entries) != len(people or []):
+            raise ValueError(f"{path}: row {i} has {len(entries)} {part} entries for {len(people or [])} person(s)")
+        for entry in entries:
+            if entry is None:
+                continue
+            try:
+                points = np.asarray(entry, dtype=np.float64)
+            except (TypeError, ValueError):
+                points = np.zeros(0)
+            if points.shape != shape:
+                raise ValueError(f"{path}: row {i} has a {part} of shape {points.shape}, expected {shape} or null")
+            xy = points[:, :2]
+            if (np.isinf(xy) | (np.abs(np.nan_to_num(xy)) > MAX_KEYPOINT_COORDINATE)).any():
+                raise ValueError(f"{path}: row {i} has a {part} coordinate that is not a number of pixels within "
+                                 f"{MAX_KEYPOINT_COORDINATE:g} of the origin")  # fmt: skip
 
 
 def _check_coordinates(column: pa.ChunkedArray, path: Path) -> None:
@@ -281,7 +317,8 @@ def extract_pose_sequence(
             records = [p.to_record() for p in people]
             for key, value in (("frame", index), ("time", t), ("width", width), ("height", height), ("status", verdict.status),
                                ("error", verdict.error), ("num_persons", len(records)), ("bboxes", [r["bbox"] for r in records]),
-                               ("person_scores", [r["score"] for r in records]), ("keypoints", [r["keypoints"] for r in records])):  # fmt: skip
+                               ("person_scores", [r["score"] for r in records]), ("keypoints", [r["keypoints"] for r in records]),
+                               *((part, [r.get(part) for r in records]) for part in PARTS)):  # fmt: skip
                 rows[key].append(value)
             counts[verdict.status] = counts.get(verdict.status, 0) + 1
             if on_skeleton is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pose_data.config import load_preset_or_file
-from pose_data.pose.estimator import PoseModelConfig
+from pose_data.pose.estimator import MMPOSE_BACKENDS, PoseModelConfig
 from pose_data.pose.filtering import FilterConfig
 from pose_data.skeleton.render import SKELETON_STYLES
 
@@ -90,8 +90,8 @@ class LaionPoseConfig:
         self.pose.validate()
         # model names, config files and local weights, before any work starts; on a cluster the workers' files
         # and packages may differ from the driver's, and the actors' own load check (before any download) decides
-        if self.pose.backend == "mmpose" and self.ray.address is None:
-            from pose_data.pose.mmpose_backend import check_model_settings
+        if self.pose.backend in MMPOSE_BACKENDS and self.ray.address is None:
+            from pose_data.pose.backends import check_model_settings
 
             check_model_settings(self.pose)
         self.filter.validate()

@@ -14,7 +14,7 @@ import numpy as np
 from pose_data.laion.download import DownloadedShard
 from pose_data.media.image_decode import ImageDecodeError, decode_image
 from pose_data.pose.backends import load_pose_estimator
-from pose_data.pose.estimator import PoseModelConfig, PoseModelLoadError
+from pose_data.pose.estimator import MMPOSE_BACKENDS, PoseModelConfig, PoseModelLoadError
 
 
 @dataclass
@@ -30,7 +30,7 @@ class PoseBatchResult:
 class PoseBatchRunner:
     def __init__(self, cfg: PoseModelConfig, num_threads: int | None = None) -> None:
         """``num_threads``: torch threads of the mmpose backend (MediaPipe's TFLite manages its own)."""
-        if num_threads and cfg.backend == "mmpose":
+        if num_threads and cfg.backend in MMPOSE_BACKENDS:
             import torch
 
             torch.set_num_threads(num_threads)

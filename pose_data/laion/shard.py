@@ -6,7 +6,7 @@ Layout (binding for the trainers)::
     DIR/meta/NNNNN.parquet   one row per input row, kept or not (written last: the shard's
                              completion marker)
 
-``bboxes``/``keypoints``/``num_persons`` in the parquet hold the kept persons for ``ok`` rows and
+``bboxes``/``keypoints``/``hand_left``/``hand_right``/``face``/``num_persons`` in the parquet hold the kept persons for ``ok`` rows and
 every detected person for ``no_person``/``low_confidence``/``too_many_persons`` rows, so a user can
 see why a row was dropped.
 """
@@ -25,7 +25,7 @@ from pose_data.files.atomic import atomic_path
 from pose_data.laion.download import DownloadedShard
 from pose_data.laion.pose_batch import PoseBatchResult
 from pose_data.pose.filtering import FilterConfig, filter_persons
-from pose_data.pose.keypoints import PersonPose
+from pose_data.pose.keypoints import PART_FIELDS, PARTS, PersonPose
 from pose_data.skeleton.render import encode_png, render_skeleton
 from pose_data.statuses import DECODE_FAILED, OK
 
@@ -44,6 +44,7 @@ META_FIELDS = [
     pa.field("bboxes", pa.list_(pa.list_(pa.float32()))),
     pa.field("person_scores", pa.list_(pa.float32())),
     pa.field("keypoints", pa.list_(pa.list_(pa.list_(pa.float32())))),
+    *PART_FIELDS,
     pa.field("shard", pa.string()),
 ]
 RESERVED = {f.name for f in META_FIELDS}
@@ -166,6 +167,7 @@ def assemble_shard(
                     "bboxes": [r["bbox"] for r in records],
                     "person_scores": [r["score"] for r in records],
                     "keypoints": [r["keypoints"] for r in records],
+                    **{part: [r.get(part) for r in records] for part in PARTS},
                     "shard": name,
                 }
                 for k, v in row.items():

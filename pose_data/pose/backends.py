@@ -21,7 +21,27 @@ def build_pose_estimator(cfg: PoseModelConfig) -> PoseEstimator:
         from pose_data.pose.mediapipe_backend import MediaPipePoseEstimator
 
         return MediaPipePoseEstimator(cfg)
+    if cfg.backend == "mmpose-wholebody":
+        from pose_data.pose.mmpose_wholebody_backend import MMPoseWholeBodyEstimator
+
+        return MMPoseWholeBodyEstimator(cfg)
+    if cfg.backend == "mediapipe-holistic":
+        from pose_data.pose.mediapipe_holistic_backend import MediaPipeHolisticEstimator
+
+        return MediaPipeHolisticEstimator(cfg)
     raise ValueError(f"Unknown pose backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_model_settings(cfg: PoseModelConfig) -> None:
+    """For the mmpose backends: the model aliases or config files and local checkpoint paths the config names, checked
+    before any work (ValueError naming the setting); nothing to check for the others."""
+    if cfg.backend == "mmpose":
+        from pose_data.pose.mmpose_backend import check_model_settings as check
+    elif cfg.backend == "mmpose-wholebody":
+        from pose_data.pose.mmpose_wholebody_backend import check_model_settings as check
+    else:
+        return
+    check(cfg)
 
 
 def load_pose_estimator(cfg: PoseModelConfig, *, way_out: str | None = None) -> PoseEstimator:

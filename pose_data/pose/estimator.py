@@ -8,6 +8,12 @@ image's pixel coordinates (COCO-17 order). Backends:
   pair MMPose's ``MMPoseInferencer('human')`` uses, batched across images.
 - ``"mediapipe"`` (:mod:`pose_data.pose.mediapipe_backend`): BlazePose (at most one person per image),
   whose model ships inside the mediapipe wheel, so it runs with no download at all.
+- ``"mmpose-wholebody"`` (:mod:`pose_data.pose.mmpose_wholebody_backend`): the same detector, then a
+  COCO-WholeBody (133-point) top-down model from MMPose's configs: body, hands and face.
+- ``"mediapipe-holistic"`` (:mod:`pose_data.pose.mediapipe_holistic_backend`): MediaPipe Holistic,
+  BlazePose plus its hand and face models, all inside the wheel (offline, one person per image).
+
+The whole-body backends (:data:`WHOLE_BODY_BACKENDS`) also fill each person's hands and face.
 
 The backends implement this interface and import it; :mod:`pose_data.pose.backends` builds the one a config names.
 """
@@ -22,7 +28,11 @@ import numpy as np
 
 from pose_data.pose.keypoints import PersonPose
 
-BACKENDS: tuple[str, ...] = ("mmpose", "mediapipe")
+BACKENDS: tuple[str, ...] = ("mmpose", "mediapipe", "mmpose-wholebody", "mediapipe-holistic")
+#: Backends that find hands and faces besides the body.
+WHOLE_BODY_BACKENDS: tuple[str, ...] = ("mmpose-wholebody", "mediapipe-holistic")
+#: Backends built on MMDetection + MMPose (torch models: a device, a batch size, checkpoints).
+MMPOSE_BACKENDS: tuple[str, ...] = ("mmpose", "mmpose-wholebody")
 
 # Default per-keypoint score threshold for "this keypoint is confidently located", per backend.
 # - mediapipe: the score is BlazePose's landmark visibility, a sigmoid probability in [0, 1];
@@ -33,19 +43,22 @@ BACKENDS: tuple[str, ...] = ("mmpose", "mediapipe")
 #   treats a keypoint as visible above 0.3 everywhere it draws one (mmpose 1.3.2:
 #   `topdown_demo_with_mmdet.py --kpt-thr` default 0.3, `MMPoseInferencer(..., kpt_thr=0.3)`,
 #   `PoseLocalVisualizer.add_datasample(kpt_thr=0.3)`), so we use the same value.
-DEFAULT_MIN_KEYPOINT_SCORE: dict[str, float] = {"mediapipe": 0.5, "mmpose": 0.3}
+# The whole-body variants score their body points the same way as their body-only siblings.
+DEFAULT_MIN_KEYPOINT_SCORE: dict[str, float] = {"mediapipe": 0.5, "mmpose": 0.3, "mediapipe-holistic": 0.5,
+                                                "mmpose-wholebody": 0.3}  # fmt: skip
 
 
 @dataclass
 class PoseModelConfig:
     """Which pose model to build and how to run it (plain values: embedded in the pipeline's YAML).
 
-    backend: "mmpose" or "mediapipe".
-    device: torch device for mmpose ("cpu", "cuda", "cuda:1"); mediapipe always runs on the CPU.
-    batch_size: mmpose only. The detector runs all images of one call as one batch; the keypoint
+    backend: one of :data:`BACKENDS`.
+    device: torch device for the mmpose backends ("cpu", "cuda", "cuda:1"); mediapipe always runs on the CPU.
+    batch_size: mmpose backends only. The detector runs all images of one call as one batch; the keypoint
         model runs the person boxes of all images of the call together, ``batch_size`` at a time.
-    det_model / pose_model: mmpose only; an alias ("rtmdet-m", "rtmdet-tiny"; "rtmpose-m",
-        "rtmpose-s") or a path to an MMDetection / MMPose config file.
+    det_model / pose_model: mmpose backends only; an alias ("rtmdet-m", "rtmdet-tiny"; for "mmpose"
+        "rtmpose-m", "rtmpose-s"; for "mmpose-wholebody" the COCO-WholeBody models "rtmpose-m",
+        "rtmpose-l", "dwpose-l", "rtmw-l") or a path to an MMDetection / MMPose config file.
     det_checkpoint / pose_checkpoint: "auto" = the official OpenMMLab weights of the alias
         (downloaded once by mmengine into its cache: needs internet the first time); a local path
         or URL; None or "none" = random initialisation (tests and benchmarks only; logs a WARNING).
@@ -139,8 +152,8 @@ MMPOSE_WAY_OUT = ("give local weights with --det-checkpoint PATH and --pose-chec
 def describe_load_failure(cfg: PoseModelConfig, error: str, way_out: str | None = None) -> str:
     """One line for a model that did not load, from ``error`` (any text: its last ``SomeError: ...`` line is the
     cause). ``way_out``: what to do instead, for a command whose flags differ from ``pose-data``'s."""
-    if cfg.backend == "mmpose":
-        what = (f"mmpose detector {cfg.det_model} (checkpoint {cfg.det_checkpoint}) and keypoint model {cfg.pose_model} "
+    if cfg.backend in MMPOSE_BACKENDS:
+        what = (f"{cfg.backend} detector {cfg.det_model} (checkpoint {cfg.det_checkpoint}) and keypoint model {cfg.pose_model} "
                 f"(checkpoint {cfg.pose_checkpoint}) on {cfg.device}")  # fmt: skip
         way_out = way_out or MMPOSE_WAY_OUT
     else:

@@ -13,7 +13,9 @@ Two steps, in pipeline order:
    c. no detection at all, or only background-sized ones -> ``no_person``;
       detections but none left after (b) -> ``low_confidence``;
       more than ``max_persons`` left -> ``too_many_persons``;
-      otherwise ``ok`` with the persons left, in the backend's order.
+      otherwise ``ok`` with the persons left, in the backend's order;
+   d. with ``min_hand_keypoints`` set (whole-body backends): an image whose kept persons have no
+      hand with that many keypoints scoring at least ``min_keypoint_score`` -> ``no_hand``.
 
    Persons dropped in (b) are not counted against ``max_persons`` and are absent from the
    result, although they are visible in the image: the skeleton then shows fewer people than
@@ -27,8 +29,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pose_data.pose.keypoints import NUM_KEYPOINTS, PersonPose
+from pose_data.pose.keypoints import NUM_HAND_POINTS, NUM_KEYPOINTS, PersonPose
 from pose_data.statuses import LOW_CONFIDENCE as STATUS_LOW_CONFIDENCE
+from pose_data.statuses import NO_HAND as STATUS_NO_HAND
 from pose_data.statuses import NO_PERSON as STATUS_NO_PERSON
 from pose_data.statuses import OK as STATUS_OK
 from pose_data.statuses import TOO_MANY_PERSONS as STATUS_TOO_MANY_PERSONS
@@ -47,6 +50,9 @@ class FilterConfig:
         background person and ignored (0 ignores none).
     max_persons: most persons an accepted image may hold.
     min_image_size: shorter image side in pixels under which the image is ``too_small``.
+    min_hand_keypoints: None (off), or the confident points (of 21) that at least one hand of the
+        kept persons needs, for a hands-rich subset; needs a whole-body backend (body-only backends
+        find no hands, so every image would be ``no_hand``).
     """
 
     min_keypoint_score: float | None = None
@@ -54,6 +60,7 @@ class FilterConfig:
     min_person_area: float = 0.0
     max_persons: int = 3
     min_image_size: int = 256
+    min_hand_keypoints: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -66,6 +73,8 @@ class FilterConfig:
         _check_number("min_person_area", self.min_person_area, "a fraction in [0, 1]", 0.0, 1.0)
         _check_int("max_persons", self.max_persons, 1, None)
         _check_int("min_image_size", self.min_image_size, 0, None)
+        if self.min_hand_keypoints is not None:
+            _check_int("min_hand_keypoints", self.min_hand_keypoints, 1, NUM_HAND_POINTS)
 
 
 @dataclass
@@ -138,6 +147,16 @@ def filter_persons(
             STATUS_TOO_MANY_PERSONS,
             f"{_count(len(kept))} with >= {cfg.min_keypoints} keypoints >= {thr}, max_persons {cfg.max_persons}",
         )
+
+    if cfg.min_hand_keypoints is not None:
+        hands = [hand for p in kept for hand in (p.hand_left, p.hand_right) if hand is not None]
+        best = max((int((hand[:, 2] >= min_keypoint_score).sum()) for hand in hands), default=0)
+        if best < cfg.min_hand_keypoints:
+            found = f"best hand has {best} keypoints >= {thr}" if hands else "no hand found"
+            return FilterResult(
+                STATUS_NO_HAND,
+                f"{_count(len(kept))} kept, {found}, min_hand_keypoints {cfg.min_hand_keypoints}",
+            )
 
     return FilterResult(STATUS_OK, None, kept)
 
