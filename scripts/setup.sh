@@ -46,6 +46,14 @@ pip_q -c "$pins" -e ".[dev]"
 # mmpose without its declared deps: `chumpy` neither builds nor is imported; the packages mmpose
 # really imports are dependencies of this project (pyproject.toml).
 pip_q -c "$pins" --no-deps "mmpose==1.3.2"
+# Test-only reference for the openpose_full renderer: tests/test_skeleton_openpose_full.py reads
+# controlnet_aux/dwpose/util.py out of this wheel. Never installed or imported as a package (the dev
+# extra pins controlnet_aux 0.0.1 for the classic openpose test).
+REFERENCE_WHEELS=.cache/reference-wheels
+if [ ! -f "$REFERENCE_WHEELS/controlnet_aux-0.0.10-py3-none-any.whl" ]; then
+  step "downloading the controlnet_aux 0.0.10 wheel (test reference) to $REFERENCE_WHEELS"
+  "$PY" -m pip download -q --no-deps controlnet_aux==0.0.10 -d "$REFERENCE_WHEELS"
+fi
 problems=$("$PY" -m pip check 2>&1 | grep -v -i "chumpy" | grep -v "^No broken requirements" || true)
 if [ -n "$problems" ]; then
   echo "[setup] ERROR: pip check found broken requirements:" >&2

@@ -292,12 +292,12 @@ def test_mmpose_skips_links_touching_the_image_border(mmpose_skeleton):
 
 
 def test_render_skeleton_dispatches_and_rejects_unknown_styles():
-    assert SKELETON_STYLES == ("openpose", "mmpose")
+    assert SKELETON_STYLES == ("openpose", "mmpose", "openpose_full")
     persons = [person(SHOULDERS)]
     assert np.array_equal(
         render_skeleton("openpose", persons, 120, 100, 0.3), render_openpose_skeleton(persons, 120, 100, 0.3)
     )
-    with pytest.raises(ValueError, match="openpose, mmpose"):
+    with pytest.raises(ValueError, match="openpose, mmpose, openpose_full"):
         render_skeleton("dwpose", persons, 120, 100, 0.3)
 
 

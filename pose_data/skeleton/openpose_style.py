@@ -93,7 +93,7 @@ def coco17_to_openpose18(keypoints: np.ndarray, min_score: float) -> np.ndarray:
     return points
 
 
-def _limb_polygon(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def limb_polygon(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """The annotator's limb ellipse between two (x, y) points, as int32 (K, 2) polygon vertices."""
     x0, y0, x1, y1 = float(start[0]), float(start[1]), float(end[0]), float(end[1])
     length = ((y0 - y1) ** 2 + (x0 - x1) ** 2) ** 0.5
@@ -139,5 +139,5 @@ def render_openpose_skeleton(persons: Sequence[PersonPose], width: int, height: 
     for (a, b), color in zip(OPENPOSE_LIMBS, OPENPOSE_COLORS):
         for points, ok in zip(people, present):
             if ok[a] and ok[b]:
-                _blend_polygon(canvas, _limb_polygon(points[a], points[b]), color)
+                _blend_polygon(canvas, limb_polygon(points[a], points[b]), color)
     return canvas

@@ -2,6 +2,8 @@
 
 Styles:
 - ``"openpose"``: ControlNet's OpenPose annotator drawing (:mod:`pose_data.skeleton.openpose_style`).
+- ``"openpose_full"``: ControlNet 1.1's OpenPose annotator with hands and face, as DWPose draws it
+  (:mod:`pose_data.skeleton.openpose_full_style`).
 - ``"mmpose"``: MMPose's own visualiser on black, as the Follow-Your-Pose skeleton videos were made
   (:mod:`pose_data.skeleton.mmpose_style`; imported only when asked for, since it pulls in mmpose).
 """
@@ -14,9 +16,10 @@ import cv2
 import numpy as np
 
 from pose_data.pose.keypoints import PersonPose
+from pose_data.skeleton.openpose_full_style import render_openpose_full_skeleton
 from pose_data.skeleton.openpose_style import render_openpose_skeleton
 
-SKELETON_STYLES: tuple[str, ...] = ("openpose", "mmpose")
+SKELETON_STYLES: tuple[str, ...] = ("openpose", "mmpose", "openpose_full")
 
 
 def render_skeleton(
@@ -28,6 +31,8 @@ def render_skeleton(
     """
     if style == "openpose":
         return render_openpose_skeleton(persons, width, height, min_score)
+    if style == "openpose_full":
+        return render_openpose_full_skeleton(persons, width, height, min_score)
     if style == "mmpose":
         from pose_data.skeleton.mmpose_style import render_mmpose_skeleton
 
