@@ -156,7 +156,7 @@ def test_unknown_backend_names_the_choices():
 def test_config_validation_and_defaults():
     cfg = PoseModelConfig()
     assert (cfg.backend, cfg.det_model, cfg.pose_model, cfg.det_checkpoint) == ("mmpose", "rtmdet-m", "rtmpose-m", "auto")
-    assert DEFAULT_MIN_KEYPOINT_SCORE == {"mediapipe": 0.5, "mmpose": 0.3}
+    assert DEFAULT_MIN_KEYPOINT_SCORE == {"mediapipe": 0.5, "mmpose": 0.3, "mediapipe-holistic": 0.5, "mmpose-wholebody": 0.3}
     with pytest.raises(ValueError, match="batch_size"):
         PoseModelConfig(batch_size=0)
     with pytest.raises(ValueError, match="det_score_threshold"):

@@ -65,7 +65,7 @@ class PoseModelConfig:
     det_score_threshold: keep person boxes with detector score > this (MMPose demo's --bbox-thr 0.3).
     det_nms_threshold: IoU threshold of the extra person-box NMS MMPose's demo runs (--nms-thr 0.3).
     max_persons_per_image: keep at most this many boxes per image (highest scores); None = all.
-    mediapipe_min_detection_confidence: mediapipe only; BlazePose person-detector threshold.
+    mediapipe_min_detection_confidence: the mediapipe backends only; BlazePose person-detector threshold.
     """
 
     backend: str = "mmpose"

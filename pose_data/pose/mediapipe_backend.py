@@ -22,6 +22,7 @@ Mapping to :class:`PersonPose`:
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,8 +37,53 @@ log = logging.getLogger(__name__)
 BLAZEPOSE_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
-def _warm_up_photo() -> np.ndarray:
-    """The bundled astronaut photo (public domain, a person from the waist up), RGB."""
+class BlazePoseBody(NamedTuple):
+    """One BlazePose skeleton mapped to the :class:`PersonPose` body fields (module docstring), in pixels.
+
+    keypoints: (17, 3) COCO-17 x, y, score; bbox: the 33 landmarks' extent clipped to the image; score: the mean
+    COCO-17 keypoint score; landmarks: the 33 landmarks' (x, y) as predicted (possibly outside the image), for a
+    backend that widens the box with more points (:mod:`pose_data.pose.mediapipe_holistic_backend`).
+    """
+
+    keypoints: np.ndarray
+    bbox: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray
+
+
+def inside_image(xy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(n,) bool: which of the (n, 2) pixel points lie in the image (its border included)."""
+    return (xy[:, 0] >= 0) & (xy[:, 0] <= width) & (xy[:, 1] >= 0) & (xy[:, 1] <= height)
+
+
+def clipped_extent(xy: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): the extent of the (n, 2) pixel points, clipped to the image."""
+    x0, y0 = np.clip(xy.min(axis=0), 0, [width, height])
+    x1, y1 = np.clip(xy.max(axis=0), 0, [width, height])
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def body_from_pose_landmarks(pose_landmarks, width: int, height: int) -> BlazePoseBody | None:
+    """BlazePose's 33 ``pose_landmarks`` (a ``NormalizedLandmarkList``, or None when no person was found) of an image
+    ``width`` x ``height`` as the body fields of a :class:`PersonPose`; None when there is no person or every landmark
+    lies outside the picture. Shared by the BlazePose and the Holistic backends, so both map a body the same way."""
+    if pose_landmarks is None:
+        return None
+    # (33, 3): x, y normalised to [0, 1] by width/height (may fall outside), visibility
+    landmarks = np.array([(lm.x, lm.y, lm.visibility) for lm in pose_landmarks.landmark], dtype=np.float64)
+    xy = landmarks[:, :2] * np.array([width, height])  # (33, 2) pixels
+    inside = inside_image(xy, width, height)
+    if not inside.any():  # the whole estimated body lies outside the picture
+        return None
+    scores = np.where(inside, np.clip(landmarks[:, 2], 0.0, 1.0), 0.0)  # (33,)
+
+    coco = list(BLAZEPOSE_TO_COCO17)
+    keypoints = np.concatenate([xy[coco], scores[coco, None]], axis=1)  # (17, 3)
+    return BlazePoseBody(keypoints, clipped_extent(xy, width, height), float(keypoints[:, 2].mean()), xy)
+
+
+def warm_up_photo() -> np.ndarray:
+    """The bundled astronaut photo (public domain, a person from the waist up), RGB: the MediaPipe backends' warm-up."""
     from importlib import resources
 
     from PIL import Image
@@ -69,7 +115,7 @@ class MediaPipePoseEstimator(PoseEstimator):
             # MediaPipe starts its detector and its landmark model on their first use, in its own threads, logging as
             # they go: one call on a real photo of a person starts both inside the filter, so later calls run
             # unfiltered (static_image_mode keeps no state from it)
-            self._pose.process(_warm_up_photo())
+            self._pose.process(warm_up_photo())
 
     def __call__(self, images: list[np.ndarray]) -> list[list[PersonPose]]:
         check_images(images)
@@ -78,21 +124,10 @@ class MediaPipePoseEstimator(PoseEstimator):
     def _estimate_one(self, image: np.ndarray) -> list[PersonPose]:
         height, width = image.shape[:2]
         result = self._pose.process(np.ascontiguousarray(image))
-        if result.pose_landmarks is None:
+        body = body_from_pose_landmarks(result.pose_landmarks, width, height)
+        if body is None:
             return []
-        # (33, 3): x, y normalised to [0, 1] by width/height (may fall outside), visibility
-        landmarks = np.array([(lm.x, lm.y, lm.visibility) for lm in result.pose_landmarks.landmark], dtype=np.float64)
-        xy = landmarks[:, :2] * np.array([width, height])  # (33, 2) pixels
-        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width) & (xy[:, 1] >= 0) & (xy[:, 1] <= height)
-        if not inside.any():  # the whole estimated body lies outside the picture
-            return []
-        scores = np.where(inside, np.clip(landmarks[:, 2], 0.0, 1.0), 0.0)  # (33,)
-
-        coco = list(BLAZEPOSE_TO_COCO17)
-        keypoints = np.concatenate([xy[coco], scores[coco, None]], axis=1)  # (17, 3)
-        x0, y0 = np.clip(xy.min(axis=0), 0, [width, height])
-        x1, y1 = np.clip(xy.max(axis=0), 0, [width, height])
-        return [PersonPose(bbox=(x0, y0, x1, y1), score=float(keypoints[:, 2].mean()), keypoints=keypoints)]
+        return [PersonPose(bbox=body.bbox, score=body.score, keypoints=body.keypoints)]
 
     def close(self) -> None:
         self._pose.close()
