@@ -148,8 +148,7 @@ def resolve_model(spec: str, checkpoint: str | None, aliases: dict[str, ModelSou
 def check_model_settings(cfg: PoseModelConfig) -> None:
     """The checks :class:`MMPosePoseEstimator` makes before loading anything (aliases, config files, local
     checkpoint paths), for a driver that wants them before starting any work; ValueError naming the setting."""
-    resolve_model(cfg.det_model, cfg.det_checkpoint, DET_MODELS, "det")
-    resolve_model(cfg.pose_model, cfg.pose_checkpoint, POSE_MODELS, "pose")
+    MMPosePoseEstimator.resolve_models(cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +225,20 @@ def _to_bgr(images: list[np.ndarray]) -> list[np.ndarray]:
 
 
 class MMPosePoseEstimator(PoseEstimator):
-    """RTMDet person boxes + RTMPose keypoints; see the module docstring for the batching."""
+    """RTMDet person boxes + RTMPose keypoints; see the module docstring for the batching.
+
+    A subclass with another keypoint model (:mod:`pose_data.pose.mmpose_wholebody_backend`) sets
+    ``backend_name`` and ``pose_models`` and overrides :meth:`person_from_points`.
+    """
+
+    backend_name = "mmpose"
+    pose_models: dict[str, ModelSource] = POSE_MODELS
+
+    @classmethod
+    def resolve_models(cls, cfg: PoseModelConfig) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
+        """(detector config, checkpoint) and (pose config, checkpoint), see :func:`resolve_model`."""
+        return (resolve_model(cfg.det_model, cfg.det_checkpoint, DET_MODELS, "det"),
+                resolve_model(cfg.pose_model, cfg.pose_checkpoint, cls.pose_models, "pose"))  # fmt: skip
 
     def __init__(self, cfg: PoseModelConfig) -> None:
         from mmdet.apis import init_detector
@@ -236,13 +248,12 @@ class MMPosePoseEstimator(PoseEstimator):
         from mmpose.evaluation.functional import nms
 
         self.cfg = cfg
-        self.name = f"mmpose:{Path(cfg.det_model).stem}+{Path(cfg.pose_model).stem}"
+        self.name = f"{self.backend_name}:{Path(cfg.det_model).stem}+{Path(cfg.pose_model).stem}"
         self._collate = pseudo_collate
         self._nms = nms
         allow_openmmlab_checkpoint_globals()
 
-        det_config, det_checkpoint = resolve_model(cfg.det_model, cfg.det_checkpoint, DET_MODELS, "det")
-        pose_config, pose_checkpoint = resolve_model(cfg.pose_model, cfg.pose_checkpoint, POSE_MODELS, "pose")
+        (det_config, det_checkpoint), (pose_config, pose_checkpoint) = self.resolve_models(cfg)
         # Built under a fixed seed, on a forked RNG: random weights (no checkpoint) are then the same in every
         # process, whatever that process drew before (a reused Ray worker), and the caller's RNG is untouched.
         # Loaded weights overwrite them.
@@ -329,13 +340,18 @@ class MMPosePoseEstimator(PoseEstimator):
                 people[i].append(self._person(sample, box, bgr_images[i].shape[:2]))
         return people
 
-    @staticmethod
-    def _person(sample, box: np.ndarray, image_hw: tuple[int, int]) -> PersonPose:
+    def _person(self, sample, box: np.ndarray, image_hw: tuple[int, int]) -> PersonPose:
         pred = sample.pred_instances
-        xy = np.asarray(pred.keypoints, dtype=np.float32)[0]  # (1, 17, 2) -> (17, 2), image pixels
-        scores = np.asarray(pred.keypoint_scores, dtype=np.float32)[0]  # (1, 17) -> (17,)
+        xy = np.asarray(pred.keypoints, dtype=np.float32)[0]  # (1, K, 2) -> (K, 2), image pixels
+        scores = np.asarray(pred.keypoint_scores, dtype=np.float32)[0]  # (1, K) -> (K,)
         height, width = image_hw
         inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width) & (xy[:, 1] >= 0) & (xy[:, 1] <= height)
-        keypoints = np.concatenate([xy, np.where(inside, scores, 0.0)[:, None]], axis=1)  # (17, 3)
-        return PersonPose(bbox=tuple(box[:4]), score=float(box[4]), keypoints=keypoints)
+        points = np.concatenate([xy, np.where(inside, scores, 0.0)[:, None]], axis=1)  # (K, 3)
+        return self.person_from_points(points, box)
+
+    @staticmethod
+    def person_from_points(points: np.ndarray, box: np.ndarray) -> PersonPose:
+        """One person from the keypoint model's (K, 3) x, y, score in image pixels (score 0 outside the image) and
+        its box (x0, y0, x1, y1, score): here K = 17, COCO-17 already."""
+        return PersonPose(bbox=tuple(box[:4]), score=float(box[4]), keypoints=points)
 
