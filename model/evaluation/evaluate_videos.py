@@ -9,7 +9,8 @@ video), to
 - the pose backend: ``person_found`` is the share of frames where it finds someone;
 - the requested pose frame of each frame (:mod:`model.evaluation.inputs`; a driving video's poses are extracted with
   the same backend, at the video's frame rate, and kept in ``DIR/poses/``), and COCO keypoint AP
-  (:mod:`model.evaluation.pose_accuracy`) over the frames that have one.
+  (:mod:`model.evaluation.pose_accuracy`) over the frames that have one; where the requested poses have hands and
+  the backend finds hands (a whole-body one), COCO-WholeBody's hand AP beside it (:mod:`model.evaluation.hand_accuracy`).
 
 ``DIR/metrics.parquet`` columns (one row per video):
 
@@ -31,6 +32,10 @@ person_found      float64          share of frames where the pose backend found 
 pose_frames       int32            frames compared with a requested pose frame (its row ``ok``: a person was shown)
 pose_reason       string           why pose_ap is null (no pose given, a skeleton video without keypoints, ...)
 pose_source       string           the pose the video was asked to follow
+hand_ap           float64          COCO-WholeBody hand AP (0-1): the mean of the left- and right-hand keypoint APs,
+                                   persons matched by side with the hand sigmas (null: see hand_reason)
+hand_reason       string           why hand_ap is null (the requested poses have no hands, the backend finds
+                                   none, scored before hand AP existed, ...)
 frame_clip_scores list<float64>    100 * text-frame cosine, per frame
 frame_persons     list<int32>      persons found, per frame
 frame_oks         list<float64>    best OKS of any found person with any visible requested one, per frame
@@ -57,6 +62,7 @@ import pyarrow.parquet as pq
 
 from model.evaluation.clip_metrics import ClipModelLoadError, exact_mean
 from model.evaluation.config import EvalConfig
+from model.evaluation.hand_accuracy import NO_HANDS_ASKED, SCORED_BEFORE, hand_ap, whole_hand_fields
 from model.evaluation.inputs import EvalItem
 from model.evaluation.pose_accuracy import keypoint_ap
 from model.evaluation.resume_journal import ends_a_line, fingerprint, item_stamp, load_scored, resume_key
@@ -71,6 +77,8 @@ SCALES = {
     "clip_score": "100 x cosine of CLIP text and frame embeddings, averaged over frames (the paper's scale)",
     "frame_consistency": "100 x cosine of CLIP embeddings of consecutive frames, averaged (a percentage)",
     "pose_ap": "COCO keypoint AP, OKS 0.50:0.95, 0-1 (xtcocotools COCOeval)",
+    "hand_ap": "COCO-WholeBody hand AP: mean of the left- and right-hand keypoint APs, OKS 0.50:0.95 with the hand sigmas "
+               "and the person's scale, 0-1 (xtcocotools COCOeval keypoints_lefthand / keypoints_righthand)",
     "person_found": "share of frames with a person found, 0-1",
 }
 
@@ -97,8 +105,8 @@ def evaluate_videos(items: list[EvalItem], cfg: EvalConfig, output: str | os.Pat
             for item in items:
                 stamp = item_stamp(item)
                 key = resume_key(stamp, identity)
-                if key is not None and key in done:
-                    row, reused = {**done[key], "origin": item.origin}, reused + 1
+                if key is not None and key in done and whole_hand_fields(done[key]):
+                    row, reused = _reused(done[key], item), reused + 1
                 else:
                     row = _score_or_fail(item, models, out / "poses")
                     if key is not None and row["status"] == OK:
@@ -138,6 +146,14 @@ def _storable(value, kind: pa.DataType | None = None):
     return utf8_text(value) if isinstance(value, str) else value
 
 
+def _reused(row: dict, item: EvalItem) -> dict:
+    """A journal row for ``item``; one written before hand AP existed has no hand fields: null, with that reason."""
+    row = {**row, "origin": item.origin}
+    if "hand_ap" not in row and "hand_reason" not in row:
+        row.update(hand_ap=None, hand_reason=SCORED_BEFORE)
+    return row
+
+
 def _score_or_fail(item: EvalItem, models: Models, poses_dir: Path) -> dict:
     """:func:`~model.evaluation.video_scoring.score_video`, with anything unforeseen in one video's data made that video's failed row (the models
     failing to load is not about one video: it stops the run)."""
@@ -155,27 +171,35 @@ def _score_or_fail(item: EvalItem, models: Models, poses_dir: Path) -> dict:
 def _pose_model_name(cfg: EvalConfig) -> str:
     if cfg.pose.backend == "mediapipe":
         return "mediapipe BlazePose full"
-    return f"mmpose {cfg.pose.det_model} ({cfg.pose.det_checkpoint}) + {cfg.pose.pose_model} ({cfg.pose.pose_checkpoint})"
+    if cfg.pose.backend == "mediapipe-holistic":
+        return "mediapipe Holistic"
+    return f"{cfg.pose.backend} {cfg.pose.det_model} ({cfg.pose.det_checkpoint}) + {cfg.pose.pose_model} ({cfg.pose.pose_checkpoint})"
 
 
 def overall(rows: list[dict]) -> dict:
     """The figures over every scored video: CLIP score over all frames (the paper averages over frames), frame
-    consistency over all consecutive pairs, pose AP pooled over all paired frames (one COCOeval), and the means of
-    the per-video figures."""
+    consistency over all consecutive pairs, pose AP pooled over all paired frames (one COCOeval), hand AP pooled
+    likewise over the videos whose backend finds hands (one COCOeval per side), and the means of the per-video
+    figures."""
     ok = [r for r in rows if r["status"] == OK]
     frame_scores = [s for r in ok for s in r["frame_clip_scores"]]
     pairs = [(r["frame_consistency"], r["_pairs"]) for r in ok if r.get("frame_consistency") is not None]
     posed = [r for r in ok if r.get("pose_ap") is not None]
     compared = [r for r in ok if r.get("_compared")]  # with the detections of videos whose requested persons are all unseen
     pooled = keypoint_ap([(r["_compared"], r["_requested"], r["_detected"]) for r in compared]) if compared else None
+    handed = [(r["_compared"], r["_hand_requested"], r["_hand_detected"])
+              for r in compared if r.get("_hand_requested") is not None]  # fmt: skip
+    hands = hand_ap(handed) if handed else None
     return {
         "clip_score": exact_mean(frame_scores),
         "frame_consistency": math.fsum(fc * n for fc, n in pairs) / sum(n for _, n in pairs) if pairs else None,
         "pose_ap": pooled.ap if pooled else None,
+        "hand_ap": hands.ap if hands else None,
         "person_found": exact_mean(r["person_found"] for r in ok),
         "clip_score_mean_per_video": exact_mean(r["clip_score"] for r in ok),
         "frame_consistency_mean_per_video": exact_mean(fc for fc, _ in pairs),
         "pose_ap_mean_per_video": exact_mean(r["pose_ap"] for r in posed),
+        "hand_ap_mean_per_video": exact_mean(r["hand_ap"] for r in ok if r.get("hand_ap") is not None),
         "frames": len(frame_scores),
         "pose_frames": sum(r["pose_frames"] for r in compared),
     }
@@ -187,13 +211,16 @@ def format_table(summary: dict, rows: pa.Table) -> str:
     def num(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{'video':<32} {'frames':>6} {'CLIP':>6} {'consist':>7} {'pose AP':>7} {'person':>6}  note"]
+    lines = [f"{'video':<32} {'frames':>6} {'CLIP':>6} {'consist':>7} {'pose AP':>7} {'hand AP':>7} {'person':>6}  note"]
     for r in rows.to_pylist():
         name = Path(r["path"]).name[-32:]
-        note = r["reason"] if r["status"] == FAILED else (r["pose_reason"] or "")
+        hand_note = r["hand_reason"] if r["hand_reason"] != NO_HANDS_ASKED else None  # most poses have no hands: not worth a note
+        note = r["reason"] if r["status"] == FAILED else (r["pose_reason"] or hand_note or "")
         lines.append(f"{name:<32} {r['frames'] if r['frames'] is not None else '-':>6} {num(r['clip_score']):>6} "
-                     f"{num(r['frame_consistency']):>7} {num(r['pose_ap'], 3):>7} {num(r['person_found']):>6}  {note}")  # fmt: skip
+                     f"{num(r['frame_consistency']):>7} {num(r['pose_ap'], 3):>7} {num(r['hand_ap'], 3):>7} "
+                     f"{num(r['person_found']):>6}  {note}")  # fmt: skip
     o, c = summary["overall"], summary["counts"]
     lines.append(f"{'overall (' + str(c[OK]) + ' of ' + str(c['videos']) + ' videos)':<32} {o['frames']:>6} {num(o['clip_score']):>6} "
-                 f"{num(o['frame_consistency']):>7} {num(o['pose_ap'], 3):>7} {num(o['person_found']):>6}")  # fmt: skip
+                 f"{num(o['frame_consistency']):>7} {num(o['pose_ap'], 3):>7} {num(o.get('hand_ap'), 3):>7} "
+                 f"{num(o['person_found']):>6}")  # fmt: skip
     return "\n".join(lines)

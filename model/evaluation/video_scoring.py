@@ -1,9 +1,10 @@
 """One video's row of ``fyp-eval``'s ``metrics.parquet`` (:data:`SCHEMA`): its frames decoded and handed on in batches.
 
 Each frame goes to CLIP (CLIP score, frame consistency) and to the pose backend (the persons found), and the
-requested pose frames are compared with those persons (COCO keypoint AP, :mod:`model.evaluation.pose_accuracy`);
-a driving video's poses are extracted here, with the same backend, at the video's frame rate. The run over every
-video, and what the columns mean, are :mod:`model.evaluation.evaluate_videos`'s.
+requested pose frames are compared with those persons (COCO keypoint AP, :mod:`model.evaluation.pose_accuracy`, and
+where both have hands COCO-WholeBody's hand AP, :mod:`model.evaluation.hand_accuracy`); a driving video's poses are
+extracted here, with the same backend, at the video's frame rate. The run over every video, and what the columns
+mean, are :mod:`model.evaluation.evaluate_videos`'s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from model.evaluation.clip_metrics import (
     frame_consistency,
 )
 from model.evaluation.config import EvalConfig
+from model.evaluation.hand_accuracy import hand_columns
 from model.evaluation.inputs import EvalItem, no_keypoints_reason
 from model.evaluation.pose_accuracy import compared_frames, detected_annotations, keypoint_ap, requested_annotations
 from pose_data.media.clip_writer import frame_to_rgb
@@ -41,6 +43,7 @@ SCHEMA = pa.schema([
     ("frames", pa.int32()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
     ("clip_score", pa.float64()), ("frame_consistency", pa.float64()), ("pose_ap", pa.float64()),
     ("person_found", pa.float64()), ("pose_frames", pa.int32()), ("pose_reason", pa.string()), ("pose_source", pa.string()),
+    ("hand_ap", pa.float64()), ("hand_reason", pa.string()),
     ("frame_clip_scores", pa.list_(pa.float64())), ("frame_persons", pa.list_(pa.int32())), ("frame_oks", pa.list_(pa.float64())),
     ("seconds", pa.float64()),
 ])  # fmt: skip
@@ -187,9 +190,9 @@ def extract_driving_poses(video: Path, frames: int, fps: float, models: Models, 
 
 
 def score_video(item: EvalItem, models: Models, poses_dir: Path) -> dict:
-    """One video's row (:data:`SCHEMA`) plus what the pooled AP needs (``_compared``, ``_requested``, ``_detected``
-    and ``_pairs``). A video that cannot be decoded is a failed row; a pose that cannot be read or compared leaves
-    pose_ap empty with the reason."""
+    """One video's row (:data:`SCHEMA`) plus what the pooled APs need (``_compared``, ``_requested``, ``_detected``,
+    ``_hand_requested``, ``_hand_detected`` and ``_pairs``). A video that cannot be decoded is a failed row; a pose
+    that cannot be read or compared leaves pose_ap (and hand_ap) empty with the reason."""
     started = time.perf_counter()
     row: dict = {"path": item.video, "origin": item.origin, "prompt": item.prompt, "pose_source": item.pose or item.keypoints}
     if item.error:
@@ -212,16 +215,19 @@ def score_video(item: EvalItem, models: Models, poses_dir: Path) -> dict:
     except Exception as err:  # noqa: BLE001 - a hostile pose file (wrong types, shapes): this video's pose reason
         reason = getattr(err, "reason", None) or str(err)
         log.debug("pose of %s", item.video, exc_info=True)
-        row.update(pose_frames=0, pose_reason=f"the pose {item.keypoints or item.pose} cannot be compared: {type(err).__name__}: {reason}")
+        why = f"the pose {item.keypoints or item.pose} cannot be compared: {type(err).__name__}: {reason}"
+        row.update(pose_frames=0, pose_reason=why, hand_ap=None, hand_reason=why)
     row.update(seconds=round(time.perf_counter() - started, 3))
     return row
 
 
 def pose_accuracy(item: EvalItem, people: list, width: int, height: int, fps: float, models: Models, poses_dir: Path) -> dict:
-    """The pose columns of a video's row: its requested pose frames against the persons found in its frames."""
+    """The pose columns of a video's row: its requested pose frames against the persons found in its frames; the
+    hand columns (:func:`model.evaluation.hand_accuracy.hand_columns`) too, a hand that cannot be compared leaving
+    hand_ap empty with the reason, the body's columns as they are."""
     requested, min_score, why = requested_rows(item, len(people), fps, models, poses_dir)
     if requested is None:
-        return {"pose_frames": 0, "pose_reason": why}
+        return {"pose_frames": 0, "pose_reason": why, "hand_ap": None, "hand_reason": why}
     compared = compared_frames(requested)
     gt = requested_annotations(requested, width, height, min_score)
     dt = detected_annotations(people[: len(requested)])
@@ -231,6 +237,12 @@ def pose_accuracy(item: EvalItem, people: list, width: int, height: int, fps: fl
         why = "the requested pose has no frame with a person (every pose row asks for nothing: no_person, too unsure, ...)"
     elif result.ap is None:
         why = "no requested person has a visible keypoint in the frame"
+    try:
+        hands = hand_columns(requested, gt, people[: len(requested)], compared, width, height, models.cfg.pose.backend)
+    except Exception as err:  # noqa: BLE001 - a hostile hand column (wrong types, shapes): this video's hand reason
+        log.debug("hands of %s", item.video, exc_info=True)
+        hands = {"hand_ap": None, "hand_reason": f"the hands of the pose {item.keypoints or item.pose} cannot be compared: "
+                                                 f"{type(err).__name__}: {err}"}  # fmt: skip
     return {"pose_ap": result.ap, "pose_frames": len(compared), "pose_reason": why,
             "frame_oks": [oks_of.get(frame) for frame in range(len(requested))],
-            "_compared": compared, "_requested": gt, "_detected": dt}  # fmt: skip
+            "_compared": compared, "_requested": gt, "_detected": dt, **hands}  # fmt: skip
