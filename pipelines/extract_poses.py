@@ -52,6 +52,7 @@ from pose_data.media.frame_sampling import RateSampler
 from pose_data.media.video_probe import VideoDecodeError, probe_video
 from pose_data.media.video_writer import Mp4Writer
 from pose_data.run_lock import lock_output
+from pose_data.shard_plan import setting_differences
 
 log = logging.getLogger(__name__)
 DONE, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -168,7 +169,9 @@ def _done_info(recorded: dict | None, source: str, stamp: dict, settings: dict) 
     mtime, head: :func:`source_stamp`) and the same settings; else None."""
     if recorded is None:
         return None
-    same = recorded.get("source") == source and recorded.get("source_file") == stamp and recorded.get("settings") == settings
+    before = recorded.get("settings")
+    same = (recorded.get("source") == source and recorded.get("source_file") == stamp and isinstance(before, dict)
+            and not setting_differences(before, settings))  # a setting added since (absent there) counts as its null default
     return recorded if same else None
 
 

@@ -31,7 +31,7 @@ LAION_POSE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--pose-checkpoint": ("pose.pose_checkpoint", str, "keypoint weights: auto, a path, or none (random)"),
     "--min-keypoint-score": ("filter.min_keypoint_score", float, "keypoint score threshold (default per backend: mmpose 0.3, mediapipe 0.5)"),
     "--min-keypoints": ("filter.min_keypoints", int, "keypoints above the score a person needs (default 8)"),
-    "--min-hand-keypoints": ("filter.min_hand_keypoints", int, "a kept image needs a hand with this many points scoring >= 0.3 (default: off)"),
+    "--min-hand-keypoints": ("filter.min_hand_keypoints", int, "a kept image needs a hand with this many points scoring at least --min-keypoint-score (whole-body backends; default: off)"),
     "--min-person-area": ("filter.min_person_area", float, "person box area as a fraction of the image (default 0)"),
     "--max-persons": ("filter.max_persons", int, "more kept persons than this: too_many_persons (default 3)"),
     "--min-image-size": ("filter.min_image_size", int, "shorter side of the original, pixels (default 256)"),

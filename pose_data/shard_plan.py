@@ -39,12 +39,13 @@ def _describe_inputs(files: list[Path]) -> list[dict]:
     return [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files]
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def setting_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs; a key missing on one side equals None on the other."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out += setting_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
@@ -82,7 +83,7 @@ def make_or_load_plan(
         _remove(out_dir, ("_work",))  # a plan cut off while it was written
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
-        diffs = _differences({k: old.get(k) for k in described}, described)
+        diffs = setting_differences({k: old.get(k) for k in described}, described)
         if diffs:
             raise ValueError(
                 f"{out_dir} was started with other inputs or settings ({'; '.join(diffs)}); "

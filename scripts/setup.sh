@@ -50,9 +50,17 @@ pip_q -c "$pins" --no-deps "mmpose==1.3.2"
 # controlnet_aux/dwpose/util.py out of this wheel. Never installed or imported as a package (the dev
 # extra pins controlnet_aux 0.0.1 for the classic openpose test).
 REFERENCE_WHEELS=.cache/reference-wheels
-if [ ! -f "$REFERENCE_WHEELS/controlnet_aux-0.0.10-py3-none-any.whl" ]; then
+REFERENCE_WHEEL=$REFERENCE_WHEELS/controlnet_aux-0.0.10-py3-none-any.whl
+REFERENCE_SHA256=cad3480d62c7df1ae569258a659c88d730873323d2adbb9f6f7aebd87917df3b
+if [ ! -f "$REFERENCE_WHEEL" ]; then
   step "downloading the controlnet_aux 0.0.10 wheel (test reference) to $REFERENCE_WHEELS"
   "$PY" -m pip download -q --no-deps controlnet_aux==0.0.10 -d "$REFERENCE_WHEELS"
+fi
+if ! "$PY" -c "import hashlib, sys; sys.exit(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest() != sys.argv[2])" \
+    "$REFERENCE_WHEEL" "$REFERENCE_SHA256"; then
+  echo "[setup] ERROR: $REFERENCE_WHEEL does not have the sha256 $REFERENCE_SHA256; removed it, run setup again" >&2
+  rm -f "$REFERENCE_WHEEL"
+  exit 1
 fi
 problems=$("$PY" -m pip check 2>&1 | grep -v -i "chumpy" | grep -v "^No broken requirements" || true)
 if [ -n "$problems" ]; then

@@ -112,3 +112,49 @@ def test_a_bad_part_column_is_refused_naming_the_file_row_and_column(tmp_path, n
     with pytest.raises(ValueError, match=message) as caught:
         read_pose_sequence(tmp_path / "bad.parquet")
     assert str(tmp_path / "bad.parquet") in str(caught.value)
+
+
+def test_a_video_extracted_before_min_hand_keypoints_existed_is_still_skipped(tmp_path):
+    """Settings gained ``filter.min_hand_keypoints``; a keypoints.parquet recorded without it (an earlier version's)
+    is the same extraction, not a reason to redo hours of poses."""
+    import subprocess
+    import sys
+    from importlib import resources
+    from pathlib import Path
+
+    carphone = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
+    cmd = [str(Path(sys.executable).parent / "pose-data"), "extract-poses", str(carphone), "--output", str(tmp_path), "--config", "tiny",
+           "--max-frames", "2", "--no-progress"]  # fmt: skip
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    path = tmp_path / "carphone" / "keypoints.parquet"
+    table = pq.read_table(path)
+    info = json.loads(table.schema.metadata[METADATA_KEY])
+    assert info["settings"]["filter"]["min_hand_keypoints"] is None
+    del info["settings"]["filter"]["min_hand_keypoints"]  # as the earlier version wrote it
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(info).encode()}), path)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "(skipped)" in again.stdout, again.stdout + again.stderr[-1000:]
+    changed = subprocess.run([*cmd, "--min-keypoints", "5"], capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 0 and "(skipped)" not in changed.stdout  # a real change is still redone
+
+
+def test_whole_body_options_need_a_whole_body_backend(caplog):
+    from pose_data.config import load_config
+    from pose_data.extract_poses.config import ExtractPosesConfig
+    from pose_data.laion.config import LaionPoseConfig, preset_or_file
+
+    cfg = load_config(LaionPoseConfig, preset_or_file("tiny"), {"filter": {"min_hand_keypoints": 10}})
+    assert cfg.pose.backend == "mediapipe"
+    with pytest.raises(ValueError, match=r"filter.min_hand_keypoints needs a pose backend that finds hands \(mmpose-wholebody or "
+                                         r"mediapipe-holistic\); pose.backend 'mediapipe' finds bodies only"):  # fmt: skip
+        cfg.validate()
+    cfg.pose.backend = "mediapipe-holistic"
+    cfg.validate()
+    extract = ExtractPosesConfig(skeleton_style="openpose_full")
+    with caplog.at_level("WARNING"):
+        extract.validate()
+    assert "skeleton style openpose_full draws hands and faces, but pose backend mmpose finds bodies only" in caplog.text
+    caplog.clear()
+    extract.pose.backend = "mmpose-wholebody"
+    extract.validate()
+    assert caplog.text == ""

@@ -161,52 +161,41 @@ def test_render_skeleton_dispatches_openpose_full():
 
 # ---------------------------------------------------------------- a real keypoint set (MediaPipe Holistic)
 
-# MediaPipe's 33 pose landmarks at the COCO-17 points, in COCO-17 order.
-COCO_FROM_BLAZEPOSE = [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
+HOLISTIC_PHOTOS = pathlib.Path(__file__).parent / "data" / "holistic"
 
 
-def _holistic_person(name: str, offset: tuple[float, float]) -> PersonPose:
-    """MediaPipe Holistic on a bundled photo, in pixels of the photo shifted by ``offset``. No bundled photo has
-    a hand Holistic finds; a missing hand is then taken from 21 further real face-mesh points (the drawing
-    does not care what the points mean, just as for the face: the mesh's first 68 points)."""
-    import mediapipe as mp
-
-    image = np.asarray(Image.open(SAMPLES / f"{name}.jpg").convert("RGB"))
-    height, width = image.shape[:2]
-    with mp.solutions.holistic.Holistic(static_image_mode=True, model_complexity=1) as holistic:
-        result = holistic.process(image)
-    assert result.pose_landmarks is not None and result.face_landmarks is not None, f"Holistic found no body/face in {name}"
-
-    def pixels(landmarks, indices, scores=None):
-        points = [(landmarks[i].x * width + offset[0], landmarks[i].y * height + offset[1]) for i in indices]
-        score = [1.0] * len(indices) if scores is None else [landmarks[i].visibility for i in indices]
-        return np.column_stack([np.array(points), score])
-
-    pose, mesh = result.pose_landmarks.landmark, result.face_landmarks.landmark
-    hands = {}
-    for part, found, stand_in in (("hand_left", result.left_hand_landmarks, range(68, 89)),
-                                  ("hand_right", result.right_hand_landmarks, range(89, 110))):  # fmt: skip
-        hands[part] = pixels(found.landmark, range(21)) if found is not None else pixels(mesh, stand_in)
-    return PersonPose(
-        bbox=(offset[0], offset[1], offset[0] + width, offset[1] + height),
-        score=1.0,
-        keypoints=pixels(pose, COCO_FROM_BLAZEPOSE, scores=True),
-        face=pixels(mesh, range(68)),
-        **hands,
-    )
-
-
-def test_mediapipe_holistic_keypoints_are_pixel_identical_to_controlnet_1_1(reference):
+@pytest.fixture(scope="module")
+def holistic():
     pytest.importorskip("mediapipe")
-    astronaut = _holistic_person("astronaut", (0.0, 0.0))
-    hopper = _holistic_person("grace_hopper", (300.0, 250.0))  # overlaps the astronaut
-    assert astronaut.num_confident(0.3) >= 5 and hopper.num_confident(0.3) >= 5  # portraits: head and shoulders
-    for persons in ([astronaut], [astronaut, hopper], [hopper, astronaut]):
+    from pose_data.pose.backends import build_pose_estimator
+    from pose_data.pose.estimator import PoseModelConfig
+
+    with build_pose_estimator(PoseModelConfig(backend="mediapipe-holistic")) as estimator:
+        yield estimator
+
+
+def _holistic_person(holistic, path: pathlib.Path, offset: tuple[float, float]) -> PersonPose:
+    """The project's MediaPipe Holistic backend on a real photo, its person shifted by ``offset`` pixels."""
+    [[person]] = holistic([np.asarray(Image.open(path).convert("RGB"))])
+    shift = np.array([offset[0], offset[1], 0.0], dtype=np.float32)
+    parts = {name: None if getattr(person, name) is None else getattr(person, name) + shift for name in ("hand_left", "hand_right", "face")}
+    x0, y0, x1, y1 = person.bbox
+    return PersonPose((x0 + offset[0], y0 + offset[1], x1 + offset[0], y1 + offset[1]), person.score, person.keypoints + shift, **parts)
+
+
+def test_mediapipe_holistic_keypoints_are_pixel_identical_to_controlnet_1_1(reference, holistic):
+    messi = _holistic_person(holistic, HOLISTIC_PHOTOS / "messi5.jpg", (0.0, 0.0))  # both hands and the face
+    astronaut = _holistic_person(holistic, SAMPLES / "astronaut.jpg", (200.0, 100.0))  # overlaps messi
+    hopper = _holistic_person(holistic, SAMPLES / "grace_hopper.jpg", (500.0, 250.0))
+    assert messi.hand_left is not None and messi.hand_right is not None and messi.face is not None
+    assert astronaut.face is not None and hopper.face is not None
+    for persons in ([messi], [messi, astronaut, hopper], [hopper, astronaut, messi]):
         for width, height in ((1024, 1024), (2048, 1024)):
             ours = render_openpose_full_skeleton(persons, width, height, 0.3)
             theirs = draw_reference(reference, persons, width, height, 0.3)
             assert_same(ours, theirs, f"{len(persons)} persons on {width}x{height}")
             assert (ours == 255).all(axis=2).sum() > 200  # the face discs were drawn
+            assert ((ours == (0, 0, 255)).all(axis=2)).sum() > 100  # and the hands' blue points
 
 
 # ---------------------------------------------------------------- hand colours

@@ -127,6 +127,11 @@ def test_stage1_records_openpose_full_and_fyp_generate_draws_the_keypoints_in_it
         "--height", "64", "--width", "64", "--side-by-side", "--output", out, "--no-progress")  # fmt: skip
     sidecar = json.loads(out.with_suffix(".mp4.json").read_text())
     assert sidecar["pose"]["kind"] == "keypoints" and sidecar["pose"]["skeleton_style"] == "openpose_full"
+    with av.open(str(out)) as container:  # side by side: the skeleton the model was given | the frame
+        poses = [f.to_ndarray(format="rgb24")[:, :64] for f in container.decode(video=0)]
+    assert len(poses) == 4
+    # near-white pixels are face dots: no body or hand colour of openpose_full has all three channels high
+    assert max(int((pose.min(axis=2) > 180).sum()) for pose in poses) >= 3
     # an openpose (body-only) skeleton video is refused for this encoder, naming both styles
     body = tmp_path / "body"
     run(BIN / "pose-data", "extract-poses", CARPHONE, "--output", body, "--config", "tiny", "--max-frames", "4", "--no-progress")
@@ -135,3 +140,68 @@ def test_stage1_records_openpose_full_and_fyp_generate_draws_the_keypoints_in_it
                               "--num-frames", "4", "--steps", "2", "--height", "64", "--width", "64", "--output", str(tmp_path / "x.mp4"),
                               "--no-progress"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert refused.returncode != 0 and "openpose_full" in refused.stderr and "'openpose'" in refused.stderr
+    # the body-only keypoints are drawn in the encoder's style all the same, with a warning that says what is missing
+    drawn = subprocess.run([str(BIN / "fyp-generate"), "--base", str(encoder / "tiny-sd"), "--pose-encoder",
+                            str(encoder / "run" / "pose_encoder"), "--pose", str(body / "carphone" / "keypoints.parquet"), "--prompt",
+                            "a", "--num-frames", "3", "--steps", "2", "--height", "64", "--width", "64", "--output",
+                            str(tmp_path / "y.mp4"), "--no-progress"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
+    assert "has no hand or face keypoints, so its openpose_full skeletons show bodies only" in drawn.stderr
+    # a driving video, its poses extracted on the fly by the whole-body backend and kept next to the output
+    driven = tmp_path / "driven.mp4"
+    run(BIN / "fyp-generate", "--base", encoder / "tiny-sd", "--pose-encoder", encoder / "run" / "pose_encoder", "--pose", CARPHONE,
+        "--pose-backend", "mediapipe-holistic", "--prompt", "a", "--num-frames", "3", "--steps", "2", "--height", "64", "--width",
+        "64", "--output", driven, "--no-progress")  # fmt: skip
+    sidecar = json.loads(driven.with_suffix(".mp4.json").read_text())
+    assert sidecar["pose"]["kind"] == "driving_video" and sidecar["pose"]["skeleton_style"] == "openpose_full"
+    faces = pq.read_table(tmp_path / "driven.mp4.keypoints.parquet").column("face").to_pylist()
+    assert sum(face is not None for row in faces for face in row) >= 2
+
+
+def test_min_hand_keypoints_keeps_the_photo_with_hands(ray_local, local_site, tmp_path):
+    from pipelines.laion_pose import build_laion_pose
+    from pose_data.config import load_config
+    from pose_data.laion.config import LaionPoseConfig, preset_or_file
+
+    photos = {"messi5.jpg": HOLISTIC_PHOTOS / "messi5.jpg", "astronaut.jpg": SAMPLES / "laion" / "astronaut.jpg"}
+    urls = [local_site.add(f"hands/{name}", Route(path.read_bytes())) for name, path in photos.items()]
+    meta = tmp_path / "m.parquet"
+    pd.DataFrame({"URL": urls, "TEXT": list(photos)}).to_parquet(meta)
+    cfg = load_config(LaionPoseConfig, preset_or_file("tiny"), {
+        "preview_images": 0, "download": {"allow_private_addresses": True}, "pose": {"backend": "mediapipe-holistic"},
+        "skeleton_style": "openpose_full", "filter": {"min_hand_keypoints": 21}})  # fmt: skip
+    manifest = build_laion_pose([str(meta)], str(tmp_path / "out"), cfg, progress=False)
+    rows = pd.read_parquet(tmp_path / "out" / "meta").set_index("caption")
+    assert rows.loc["messi5.jpg", "status"] == "ok"
+    assert rows.loc["astronaut.jpg", "status"] == "no_hand"
+    assert rows.loc["astronaut.jpg", "error"] == "1 person kept, no hand found, min_hand_keypoints 21"
+    assert manifest["counts"]["no_hand"] == 1 and manifest["counts"]["ok"] == 1
+
+
+def test_fyp_eval_reports_hand_ap_of_a_real_video_asked_to_follow_its_own_hands(tmp_path):
+    """A real photo with both hands (as a 4-frame video), its poses extracted with Holistic, then fyp-eval with the
+    same backend: body and hand AP 1.0; with the body-only backend the hand AP is null and the reason names the way out."""
+    from PIL import Image
+
+    from pose_data.media.video_writer import write_video
+
+    photo = np.asarray(Image.open(HOLISTIC_PHOTOS / "messi5.jpg").convert("RGB"))
+    video = write_video([photo] * 4, tmp_path / "messi.mp4", 8.0)
+    run(BIN / "pose-data", "extract-poses", video, "--output", tmp_path / "poses", "--config", "tiny", *FLAGS, "--no-progress")
+    keypoints = tmp_path / "poses" / "messi" / "keypoints.parquet"
+    rows = pq.read_table(keypoints).to_pylist()
+    assert all(row["hand_left"][0] is not None and row["hand_right"][0] is not None for row in rows)
+    run(BIN / "fyp-train", "make-tiny-clip", tmp_path / "clip")
+    lines = tmp_path / "videos.jsonl"
+    lines.write_text(json.dumps({"video": str(video), "prompt": "a football player", "pose": str(keypoints)}) + "\n")
+    for backend in ("mediapipe-holistic", "mediapipe"):
+        out = tmp_path / f"eval-{backend}"
+        run(BIN / "fyp-eval", lines, "--output", out, "--clip-model", tmp_path / "clip", "--pose-backend", backend, "--device", "cpu",
+            "--no-progress")  # fmt: skip
+        row = pd.read_parquet(out / "metrics.parquet").iloc[0]
+        summary = json.loads((out / "summary.json").read_text())
+        assert row["pose_ap"] == pytest.approx(1.0)
+        if backend == "mediapipe-holistic":
+            assert row["hand_ap"] == pytest.approx(1.0) and summary["overall"]["hand_ap"] == pytest.approx(1.0)
+        else:
+            assert pd.isna(row["hand_ap"]) and "mediapipe-holistic" in row["hand_reason"]

@@ -214,7 +214,7 @@ def format_table(summary: dict, rows: pa.Table) -> str:
     lines = [f"{'video':<32} {'frames':>6} {'CLIP':>6} {'consist':>7} {'pose AP':>7} {'hand AP':>7} {'person':>6}  note"]
     for r in rows.to_pylist():
         name = Path(r["path"]).name[-32:]
-        hand_note = r["hand_reason"] if r["hand_reason"] != NO_HANDS_ASKED else None  # most poses have no hands: not worth a note
+        hand_note = r["hand_reason"] if r["hand_reason"] not in (NO_HANDS_ASKED, SCORED_BEFORE) else None  # most poses have no hands: not worth a note
         note = r["reason"] if r["status"] == FAILED else (r["pose_reason"] or hand_note or "")
         lines.append(f"{name:<32} {r['frames'] if r['frames'] is not None else '-':>6} {num(r['clip_score']):>6} "
                      f"{num(r['frame_consistency']):>7} {num(r['pose_ap'], 3):>7} {num(r['hand_ap'], 3):>7} "

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,8 +57,8 @@ NO_HANDS_ASKED = (f"the requested poses have no hands (no requested hand point s
                   "has none)")  # fmt: skip
 NO_HANDS_FOUND = "the pose backend finds no hands (use --pose-backend mmpose-wholebody or mediapipe-holistic)"
 NO_FRAME = "the requested pose has no frame with a person (every pose row asks for nothing)"
-SCORED_BEFORE = ("scored before hand AP existed (remove its line from DIR/scored.jsonl, or use another --output, "
-                 "to score its hands)")  # fmt: skip
+SCORED_BEFORE = ("scored before hand AP existed, by a pose backend that finds no hands (use --pose-backend mmpose-wholebody "
+                 "or mediapipe-holistic)")  # fmt: skip
 
 
 def _hand_points(entries, index: int, frame: int, side: str, persons: int) -> np.ndarray | None:
@@ -236,9 +237,13 @@ def whole_hand_fields(row: dict) -> bool:
     if requested is None and detected is None:
         return True
 
+    def numbers(values, count: int) -> bool:
+        return (isinstance(values, list) and len(values) == count
+                and all(isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) for v in values))  # fmt: skip
+
     def whole(a) -> bool:
-        return (isinstance(a["frame"], int) and len(a["bbox"]) == 4
-                and all(len(a[f"{name}_kpts"]) == 3 * NUM_HAND_POINTS for name in SIDES.values()))  # fmt: skip
+        return (isinstance(a["frame"], int) and not isinstance(a["frame"], bool) and numbers(a["bbox"], 4)
+                and all(numbers(a[f"{name}_kpts"], 3 * NUM_HAND_POINTS) for name in SIDES.values()))  # fmt: skip
 
     try:
         return (isinstance(requested, list) and isinstance(detected, list) and all(whole(a) for a in requested)

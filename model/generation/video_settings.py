@@ -32,7 +32,7 @@ class VideoSettings:
     source_kind: str = "auto"  # auto, skeleton_video, skeleton_frames, keypoints, driving_video
     skeleton_style: str | None = None  # the style the pose source is drawn in / should be drawn in
     allow_style_mismatch: bool = False
-    pose_backend: str = "mmpose"  # for a driving video: mmpose or mediapipe
+    pose_backend: str = "mmpose"  # for a driving video: mmpose, mediapipe, mmpose-wholebody or mediapipe-holistic
 
 
     def validate(self, where: str = "", *, as_flags: bool = False) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pose_data.config import load_preset_or_file
 from pose_data.extract_poses.sequence import DEFAULT_POSE_FPS, SamplingConfig
 from pose_data.pose.estimator import DEFAULT_MIN_KEYPOINT_SCORE, PoseModelConfig
-from pose_data.pose.filtering import FilterConfig
+from pose_data.pose.filtering import FilterConfig, check_whole_body_options
 from pose_data.skeleton.render import SKELETON_STYLES
 
 
@@ -38,6 +38,7 @@ class ExtractPosesConfig:
     def validate(self) -> None:
         if self.skeleton_style not in SKELETON_STYLES:
             raise ValueError(f"skeleton_style {self.skeleton_style!r} is not one of {', '.join(SKELETON_STYLES)}")
+        check_whole_body_options(self.pose.backend, self.filter, self.skeleton_style)
         self.pose.validate()
         if not (isinstance(self.crf, int) and 0 <= self.crf <= 51):
             raise ValueError(f"crf must be an integer in 0..51, got {self.crf!r}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pose_data.config import load_preset_or_file
 from pose_data.pose.estimator import MMPOSE_BACKENDS, PoseModelConfig
-from pose_data.pose.filtering import FilterConfig
+from pose_data.pose.filtering import FilterConfig, check_whole_body_options
 from pose_data.skeleton.render import SKELETON_STYLES
 
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
@@ -72,6 +72,7 @@ class LaionPoseConfig:
         """Raise ValueError naming the first bad value."""
         if self.skeleton_style not in SKELETON_STYLES:
             raise ValueError(f"skeleton_style {self.skeleton_style!r} is not one of {', '.join(SKELETON_STYLES)}")
+        check_whole_body_options(self.pose.backend, self.filter, self.skeleton_style)
         if self.download.resize_mode not in RESIZE_MODES:
             raise ValueError(f"download.resize_mode {self.download.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         for name, value in (

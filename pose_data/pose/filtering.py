@@ -26,9 +26,11 @@ Statuses are the strings of the output parquet; ``error`` says why in words, wit
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
+from pose_data.pose.estimator import WHOLE_BODY_BACKENDS
 from pose_data.pose.keypoints import NUM_HAND_POINTS, NUM_KEYPOINTS, PersonPose
 from pose_data.statuses import LOW_CONFIDENCE as STATUS_LOW_CONFIDENCE
 from pose_data.statuses import NO_HAND as STATUS_NO_HAND
@@ -36,6 +38,8 @@ from pose_data.statuses import NO_PERSON as STATUS_NO_PERSON
 from pose_data.statuses import OK as STATUS_OK
 from pose_data.statuses import TOO_MANY_PERSONS as STATUS_TOO_MANY_PERSONS
 from pose_data.statuses import TOO_SMALL as STATUS_TOO_SMALL
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,6 +93,20 @@ class FilterResult:
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+
+def check_whole_body_options(backend: str, cfg: FilterConfig, skeleton_style: str) -> None:
+    """Before any work: ValueError for ``min_hand_keypoints`` with a body-only backend (every image would end
+    ``no_hand``), a warning for the ``openpose_full`` style with one (its skeletons would have no hands or face, yet an
+    encoder trained on them would record ``openpose_full``)."""
+    if backend in WHOLE_BODY_BACKENDS:
+        return
+    if cfg.min_hand_keypoints is not None:
+        raise ValueError(f"filter.min_hand_keypoints needs a pose backend that finds hands ({' or '.join(WHOLE_BODY_BACKENDS)}); "
+                         f"pose.backend {backend!r} finds bodies only, so every image would be {STATUS_NO_HAND}")
+    if skeleton_style == "openpose_full":
+        log.warning("skeleton style openpose_full draws hands and faces, but pose backend %s finds bodies only: the skeletons "
+                    "will show bodies alone (use %s)", backend, " or ".join(WHOLE_BODY_BACKENDS))
 
 
 def check_image_size(width: int, height: int, cfg: FilterConfig) -> FilterResult | None:
