@@ -22,6 +22,8 @@ from PIL import Image
 pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is required by mmdet/mmpose")
 pytest.importorskip("mmpose.apis")
 
+from test_pose_mmpose import random_images  # noqa: E402
+
 from conftest import REPO, Route  # noqa: E402
 from pose_data.pose.backends import build_pose_estimator, check_model_settings, load_pose_estimator  # noqa: E402
 from pose_data.pose.estimator import PoseModelConfig, PoseModelLoadError  # noqa: E402
@@ -96,15 +98,6 @@ def layout_from_meta(meta: dict) -> dict[str, list[int]]:
 
 def mapping_used() -> dict[str, list[int]]:
     return {"keypoints": BODY_INDICES.tolist(), **{part: idx.tolist() for part, idx in PART_INDICES.items()}}
-
-
-def random_images(sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    images = []
-    for h, w in sizes:
-        coarse = rng.integers(0, 256, size=(h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
-        images.append(np.kron(coarse, np.ones((8, 8, 1)))[:h, :w].astype(np.uint8))
-    return images
 
 
 def same_person(a: PersonPose, b: PersonPose) -> None:
