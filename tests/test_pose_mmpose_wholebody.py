@@ -347,3 +347,12 @@ def test_wholebody_backend_runs_in_the_actor_pool(ray_local, local_site, tmp_pat
         assert np.all((points[:, :2] >= 0) & (points[:, :2] <= 384)), part  # the stored (resized) image's pixels
     assert len(rows.loc["dead", "hand_left"]) == 0
     assert manifest["min_keypoint_score_used"] == 0.3 and manifest["counts"]["ok"] == 1
+
+
+def test_a_whole_body_model_that_cannot_load_points_to_the_offline_whole_body_backend():
+    from pose_data.pose.estimator import describe_load_failure
+
+    line = describe_load_failure(PoseModelConfig(backend="mmpose-wholebody"), "Traceback ...\nOSError: no route to host")
+    assert line.startswith("the pose model could not be loaded (mmpose-wholebody detector rtmdet-m (checkpoint auto)")
+    assert "OSError: no route to host" in line and line.endswith("or use --pose-backend mediapipe-holistic (offline, hands and face)")
+    assert describe_load_failure(PoseModelConfig(backend="mmpose"), "OSError: x").endswith("--pose-backend mediapipe (offline)")

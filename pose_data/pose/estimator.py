@@ -155,7 +155,9 @@ def describe_load_failure(cfg: PoseModelConfig, error: str, way_out: str | None 
     if cfg.backend in MMPOSE_BACKENDS:
         what = (f"{cfg.backend} detector {cfg.det_model} (checkpoint {cfg.det_checkpoint}) and keypoint model {cfg.pose_model} "
                 f"(checkpoint {cfg.pose_checkpoint}) on {cfg.device}")  # fmt: skip
-        way_out = way_out or MMPOSE_WAY_OUT
+        if way_out is None:  # the offline backend that finds what this one would have found
+            offline = "mediapipe (offline)" if cfg.backend == "mmpose" else "mediapipe-holistic (offline, hands and face)"
+            way_out = MMPOSE_WAY_OUT.replace("mediapipe (offline)", offline)
     else:
         what, way_out = f"{cfg.backend} on {cfg.device}", way_out or "check the backend's install (scripts/setup.sh)"
     lines = [line.strip() for line in error.splitlines() if line.strip()]
