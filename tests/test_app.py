@@ -218,3 +218,14 @@ def test_pipeline_flag_loads_a_saved_pipeline_as_fyp_generate_does(pipe, extract
     a = generate_video(pipe, extracted[0], "a man", tmp_path / "a", settings(num_frames=4))
     b = generate_video(loaded, extracted[0], "a man", tmp_path / "b", settings(num_frames=4))
     assert all(np.array_equal(x, y) for x, y in zip(decode(a.video), decode(b.video)))
+
+
+def test_the_console_script_and_the_extra_are_declared():
+    import tomllib
+
+    from model.app import cli
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["fyp-app"] == "model.app.cli:main" and callable(cli.main)
+    assert project["optional-dependencies"]["app"] == ["gradio>=6.31,<7"]
+    assert any(d.startswith("selenium") for d in project["optional-dependencies"]["dev"])
