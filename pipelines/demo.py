@@ -18,6 +18,9 @@
    and video side by side, with its JSON sidecar.
 6. Evaluation: ``fyp-eval`` on that folder with a tiny random CLIP (``fyp-train make-tiny-clip``) and MediaPipe:
    CLIP score, frame consistency and pose AP of the generated part against the requested poses.
+
+At the end it prints where to look and the ``fyp-app`` command that opens the web app on the demo's tiny models
+(:func:`app_command`).
 """
 
 from __future__ import annotations
@@ -75,9 +78,18 @@ def run_demo(output: str, *, progress: bool = True) -> Path:
         f"  {video}   16 generated frames following those poses, skeleton | video (tiny random SD: noise)\n"
         f"  {video.with_name(video.name + '.json')}   every setting, the seed, the models, the pose frames used\n"
         f"  {evaluation / 'metrics.parquet'}   fyp-eval: CLIP score, frame consistency, pose AP per video; summary.json\n"
-        f"  tensorboard --logdir {out}   (stage1/logs and stage2/logs)"
+        f"  tensorboard --logdir {out}   (stage1/logs and stage2/logs)\n"
+        f"\nThe web app on these tiny models (pip install .[app]; then open http://127.0.0.1:7860):\n  {app_command(out)}"
     )
     return out
+
+
+def app_command(out: Path) -> str:
+    """The ``fyp-app`` command line that serves the demo's tiny models (stage-1 encoder, stage-2 layers; MediaPipe poses)."""
+    import shlex
+
+    return shlex.join(["fyp-app", "--base", str(out / "tiny-sd"), "--pose-encoder", str(out / "stage1"),
+                       "--video-layers", str(out / "stage2" / "video_layers"), "--pose-backend", "mediapipe", "--device", "cpu"])  # fmt: skip
 
 
 def run_hdvila_demo(out: Path, *, progress: bool = True) -> Path:

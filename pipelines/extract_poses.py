@@ -34,7 +34,6 @@ from pose_data.extract_poses.output import (
     KEYPOINTS_FILE,
     MANIFEST_FILE,
     SKELETON_FILE,
-    SKELETON_VIDEO_FORMAT,
     check_manifest,
     check_replaceable,
     move_into_place,
@@ -43,14 +42,13 @@ from pose_data.extract_poses.output import (
     source_stamp,
     sweep_temp_folders,
     video_folder_name,
+    write_pose_folder,
 )
-from pose_data.extract_poses.sequence import extract_pose_sequence, read_pose_sequence
+from pose_data.extract_poses.sequence import read_pose_sequence
 from pose_data.files.atomic import write_json_atomic
 from pose_data.files.manifest import package_versions
 from pose_data.files.utf8_text import utf8_text
-from pose_data.media.frame_sampling import RateSampler
-from pose_data.media.video_probe import VideoDecodeError, probe_video
-from pose_data.media.video_writer import Mp4Writer
+from pose_data.media.video_probe import VideoDecodeError
 from pose_data.run_lock import lock_output
 from pose_data.shard_plan import setting_differences
 
@@ -182,31 +180,9 @@ def _warn_if_replacing_another_source(folder: Path, recorded: dict | None, sourc
         log.warning("%s held the poses of %s; now those of %s", utf8_text(str(folder)), before, source)
 
 
-def _skeleton_fps(path: Path, cfg: ExtractPosesConfig) -> float:
-    """The rate of the skeleton video: the sampling rate, else the header's rate over the stride (25 if unknown)."""
-    if cfg.sampling.fps is not None:
-        return RateSampler(cfg.sampling.fps).fps
-    header = probe_video(path).fps or 25.0
-    return header / (cfg.sampling.frame_stride or 1)
-
-
 def _extract_one(path: Path, folder: Path, estimator, cfg: ExtractPosesConfig, settings: dict, source: str, stamp: dict,
                  progress: bool) -> dict:  # fmt: skip
     """Write the video's ``skeleton.mp4`` and ``keypoints.parquet`` into ``folder``; returns the recorded info."""
-    fps = _skeleton_fps(path, cfg)
-    comment = {"format": SKELETON_VIDEO_FORMAT, "skeleton_style": cfg.skeleton_style, "source": source}
-    with tqdm(desc=utf8_text(path.name), unit="frame", disable=not progress, leave=False) as bar, \
-            Mp4Writer(folder / SKELETON_FILE, fps, crf=cfg.crf, comment=comment) as writer:  # fmt: skip
-        sequence = extract_pose_sequence(
-            path, estimator, filter_cfg=cfg.filter, min_keypoint_score=cfg.min_keypoint_score,
-            skeleton_style=cfg.skeleton_style, sampling=cfg.sampling, batch_size=cfg.pose.batch_size,
-            on_skeleton=writer.add, progress=bar.update,
-        )  # fmt: skip
-    if not (folder / SKELETON_FILE).is_file():
-        raise VideoDecodeError("no frame was sampled, so there is no skeleton video")
-    sequence.info["source"] = source
-    sequence.info["source_file"] = stamp
-    sequence.info["settings"] = settings
-    sequence.info["skeleton_video_fps"] = fps
-    sequence.save(folder / KEYPOINTS_FILE)
-    return sequence.info
+    with tqdm(desc=utf8_text(path.name), unit="frame", disable=not progress, leave=False) as bar:
+        return write_pose_folder(path, folder, estimator, cfg, {"source": source, "source_file": stamp, "settings": settings},
+                                 progress=bar.update)  # fmt: skip

@@ -6,6 +6,7 @@
 # Environment knobs:
 #   PYTHON=python3.11   the interpreter that creates the venv (default: python3)
 #   VENV=.venv          where the venv goes
+#   SKIP_APT=1          do not apt-get the browser the app's browser test drives (chromium, chromium-driver)
 #   TORCH_SPEC="..."    the torch pair to install when the venv has none
 #                       (default "torch==2.14.1 torchvision==0.29.1"; on a CUDA machine you may
 #                       install your own torch into the venv first: an importable torch is kept)
@@ -41,8 +42,8 @@ cat constraints.txt >>"$pins"
 step "torch $(head -1 "$pins" | cut -d= -f3) kept; installing numpy<2 before building mmcv"
 pip_q -c "$pins" "numpy<2"
 PYTHON="$PY" bash scripts/build_mmcv.sh
-step "installing the project and its dependencies"
-pip_q -c "$pins" -e ".[dev]"
+step "installing the project and its dependencies (with the dev and app extras: pytest, selenium, Gradio)"
+pip_q -c "$pins" -e ".[dev,app]"
 # mmpose without its declared deps: `chumpy` neither builds nor is imported; the packages mmpose
 # really imports are dependencies of this project (pyproject.toml).
 pip_q -c "$pins" --no-deps "mmpose==1.3.2"
@@ -62,6 +63,27 @@ if ! "$PY" -c "import hashlib, sys; sys.exit(hashlib.sha256(open(sys.argv[1], 'r
   rm -f "$REFERENCE_WHEEL"
   exit 1
 fi
+# The browser for tests/test_app_browser.py: Debian's chromium + chromium-driver (selenium drives them; nothing is
+# downloaded at test time). Needs apt and root (or password-less sudo); without them the step is skipped, and the
+# browser test then skips too (or fails, under CI=1).
+if [ "${SKIP_APT:-0}" = 1 ]; then
+  step "SKIP_APT=1: not installing chromium / chromium-driver (the browser test will skip, or fail under CI)"
+elif command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  step "chromium and chromedriver found ($(chromium --version 2>/dev/null | head -1))"
+elif ! command -v apt-get >/dev/null; then
+  step "no apt-get here: install Chromium and its chromedriver yourself for the browser test (it skips without them)"
+else
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="none"; fi
+  fi
+  if [ "$SUDO" = none ]; then
+    step "not root and no password-less sudo: skipping apt-get install chromium chromium-driver (the browser test will skip)"
+  else
+    step "apt-get install chromium chromium-driver (for the app's browser test)"
+    $SUDO apt-get install -y -q chromium chromium-driver >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
+  fi
+fi
 problems=$("$PY" -m pip check 2>&1 | grep -v -i "chumpy" | grep -v "^No broken requirements" || true)
 if [ -n "$problems" ]; then
   echo "[setup] ERROR: pip check found broken requirements:" >&2
@@ -69,6 +91,6 @@ if [ -n "$problems" ]; then
   exit 1
 fi
 "$PY" - <<'PYEOF'
-import mmcv.ops, mmdet.apis, mmpose.apis, mediapipe, ray, img2dataset, webdataset, torch, numpy
-print(f"[setup] ok: torch {torch.__version__}, numpy {numpy.__version__}, mmpose + mmdet + mmcv.ops, mediapipe {mediapipe.__version__}, ray {ray.__version__}")
+import mmcv.ops, mmdet.apis, mmpose.apis, mediapipe, ray, img2dataset, webdataset, torch, numpy, gradio, selenium
+print(f"[setup] ok: torch {torch.__version__}, numpy {numpy.__version__}, mmpose + mmdet + mmcv.ops, mediapipe {mediapipe.__version__}, ray {ray.__version__}, gradio {gradio.__version__}")
 PYEOF

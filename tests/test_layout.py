@@ -34,6 +34,7 @@ ALLOWED = {
     "model.generation": {"model.nets", "model.datasets", "pose_data.*"},
     "model.training": {"model.nets", "model.datasets", "model.generation", "pose_data.*"},
     "model.evaluation": {"model.nets", "model.datasets", "model.generation", "pose_data.*"},
+    "model.app": {"model.generation", "model.nets", "pose_data.*"},
     "model": {"model.training"},
     "pipelines": {"pose_data.*", "model.*"},
 }

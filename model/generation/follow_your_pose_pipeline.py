@@ -218,6 +218,7 @@ class FollowYourPosePipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = True,
+        on_step=None,
     ) -> VideoPipelineOutput:
         """One video following ``pose_frames``: (f, H, W, 3) uint8 RGB skeletons at the output size (``None``: a
         text-only video). ``num_frames`` defaults to all pose frames (8 without poses); ``seed`` seeds a CPU
@@ -247,11 +248,13 @@ class FollowYourPosePipeline:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
         starts = window_starts(num_frames, window)
         length = min(window, num_frames)
-        with tqdm(total=num_inference_steps * len(starts), unit="window-step", disable=not progress) as bar:
+        total = num_inference_steps * len(starts)
+        with tqdm(total=total, unit="window-step", disable=not progress) as bar:
             video = sample_video(
                 self.model, self.base, [prompt], num_frames=num_frames, height=height, width=width,
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=generator,
-                poses=poses, pose_scale=pose_scale, window=window, negative_prompts=[negative_prompt], progress=bar,
+                poses=poses, pose_scale=pose_scale, window=window, negative_prompts=[negative_prompt],
+                progress=bar if on_step is None else _StepReport(bar, on_step, total),
                 output_type="uint8",
             )  # fmt: skip
         return VideoPipelineOutput(video[0].numpy(), [(s, length) for s in starts], seed)
@@ -266,3 +269,15 @@ class FollowYourPosePipeline:
         if window < 2:
             raise ValueError(f"window must be >= 2 frames, got {window}")
         ddim_scheduler(self.base.noise_scheduler.config, steps)  # ValueError for a step count the timesteps cannot take
+
+
+class _StepReport:
+    """A progress sink for :func:`sample_video`: advances the tqdm ``bar`` and calls ``on_step(done, total)``."""
+
+    def __init__(self, bar, on_step, total: int) -> None:
+        self.bar, self.on_step, self.total, self.done = bar, on_step, total, 0
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.done += n
+        self.on_step(self.done, self.total)

@@ -33,8 +33,8 @@ def _remove_old_sidecar(output: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSettings, *, progress: bool) -> dict:
-    """Make one video and its sidecar; returns the sidecar."""
+def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSettings, *, progress: bool, on_step=None) -> dict:
+    """Make one video and its sidecar; returns the sidecar. ``on_step(done, total)``: called after each window-step."""
     import numpy as np
 
     from model.generation.pose_source import load_pose_frames
@@ -71,7 +71,7 @@ def generate_one(pipe, prompt: str, pose: str, output: Path, settings: VideoSett
     result = pipe(
         prompt, poses.frames[:num_frames], num_frames=num_frames, height=height, width=width,
         negative_prompt=settings.negative_prompt, window=settings.window, num_inference_steps=settings.steps,
-        guidance_scale=settings.guidance, pose_scale=settings.pose_scale, seed=seed, progress=progress,
+        guidance_scale=settings.guidance, pose_scale=settings.pose_scale, seed=seed, progress=progress, on_step=on_step,
     )  # fmt: skip
     frames = result.frames
     if settings.side_by_side:

@@ -12,6 +12,8 @@ and nothing in it touched that the command did not write.
 - :func:`written_here`: a folder that holds extract-poses' files and nothing else (checked by content: a pose
   sequence, a tagged skeleton video). Only such folders are replaced by a re-run or deleted by ``--overwrite``,
   with ``manifest.json`` when extract-poses wrote it; the input videos and any other file or folder stay.
+- :func:`write_pose_folder`: one video's ``skeleton.mp4`` and ``keypoints.parquet`` (what ``extract-poses`` and
+  ``fyp-app`` both run).
 - :func:`source_stamp`: a video's size, modification time and the hash of its first MiB, so a re-run redoes a video
   whose file changed at the same path.
 """
@@ -26,6 +28,9 @@ from pathlib import Path
 
 from pose_data.files.json_file import read_json
 from pose_data.files.utf8_text import utf8_text
+from pose_data.media.frame_sampling import RateSampler
+from pose_data.media.video_probe import VideoDecodeError, probe_video
+from pose_data.media.video_writer import Mp4Writer
 
 SKELETON_FILE = "skeleton.mp4"
 KEYPOINTS_FILE = "keypoints.parquet"
@@ -175,3 +180,33 @@ def remove_outputs(out: Path) -> list[str]:
         manifest.unlink()
         removed.append(MANIFEST_FILE)
     return removed
+
+
+def skeleton_fps(path: Path, cfg) -> float:
+    """The rate of the skeleton video: the sampling rate, else the header's rate over the stride (25 if unknown)."""
+    if cfg.sampling.fps is not None:
+        return RateSampler(cfg.sampling.fps).fps
+    header = probe_video(path).fps or 25.0
+    return header / (cfg.sampling.frame_stride or 1)
+
+
+def write_pose_folder(path: Path, folder: Path, estimator, cfg, info: dict, *, progress=None) -> dict:
+    """Write the video ``path``'s ``skeleton.mp4`` and ``keypoints.parquet`` into ``folder`` with ``estimator`` and
+    the :class:`ExtractPosesConfig` ``cfg``; ``info`` (its ``source`` at least) is added to the keypoints' recorded
+    info, which is returned. ``progress(n)``: called as frames are done. VideoDecodeError when no frame was sampled."""
+    from pose_data.extract_poses.sequence import extract_pose_sequence
+
+    fps = skeleton_fps(path, cfg)
+    comment = {"format": SKELETON_VIDEO_FORMAT, "skeleton_style": cfg.skeleton_style, "source": info["source"]}
+    with Mp4Writer(folder / SKELETON_FILE, fps, crf=cfg.crf, comment=comment) as writer:
+        sequence = extract_pose_sequence(
+            path, estimator, filter_cfg=cfg.filter, min_keypoint_score=cfg.min_keypoint_score,
+            skeleton_style=cfg.skeleton_style, sampling=cfg.sampling, batch_size=cfg.pose.batch_size,
+            on_skeleton=writer.add, progress=progress,
+        )  # fmt: skip
+    if not (folder / SKELETON_FILE).is_file():
+        raise VideoDecodeError("no frame was sampled, so there is no skeleton video")
+    sequence.info.update(info)
+    sequence.info["skeleton_video_fps"] = fps
+    sequence.save(folder / KEYPOINTS_FILE)
+    return sequence.info

@@ -1,0 +1,102 @@
+"""``fyp-app``: the web app (Gradio) over one loaded model, on 127.0.0.1 unless ``--host`` says otherwise.
+
+    fyp-app --base B --pose-encoder P [--video-layers V] | --pipeline DIR  [--host 127.0.0.1] [--port 7860]
+            [--device D] [--dtype T] [--max-upload-mb 200] [--pose-backend mmpose]
+
+The model loads as ``fyp-generate`` loads it (:func:`model.generation.cli.load_pipeline`). Gradio is an optional
+extra (``pip install .[app]``); without it the command stops with one line saying so. Uploads larger than
+``--max-upload-mb`` are refused by Gradio; every temporary file (uploads included) lives in one folder removed when
+the app stops (:mod:`model.app.session_files`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from types import SimpleNamespace
+
+from model.generation.cli import one_line
+from pose_data.pose.estimator import BACKENDS, PoseModelLoadError
+
+log = logging.getLogger("fyp-app")
+MISSING_GRADIO = "fyp-app: error: Gradio is not installed; install the app extra: pip install .[app] (or pip install 'gradio>=6.31,<7')"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fyp-app", description="Follow Your Pose in the browser: upload a video, type a prompt, generate")
+    m = p.add_argument_group("model (loaded once)")
+    src = m.add_mutually_exclusive_group(required=True)
+    src.add_argument("--base", metavar="DIR|HUB_ID", help="SD 1.x diffusers folder or hub id (as fyp-generate)")
+    src.add_argument("--pipeline", metavar="DIR", help="a saved FollowYourPosePipeline folder")
+    m.add_argument("--pose-encoder", metavar="DIR|PTH", help="as fyp-generate --pose-encoder")
+    m.add_argument("--video-layers", metavar="DIR|FILE", help="as fyp-generate --video-layers")
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None, help="default float16 on cuda, float32 on cpu")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 opens the app to the network)")
+    s.add_argument("--port", type=int, default=7860, help="default 7860")
+    s.add_argument("--max-upload-mb", type=float, default=200, help="largest upload in MB (default 200)")
+    s.add_argument("--pose-backend", choices=BACKENDS, default="mmpose", help="the page's default pose backend for driving videos")
+    return p
+
+
+def load_model(args):
+    """The pipeline, loaded as fyp-generate loads it."""
+    from model.generation.cli import load_pipeline
+
+    if args.pipeline:
+        from model.generation.follow_your_pose_pipeline import is_pipeline_folder
+
+        if not is_pipeline_folder(args.pipeline):
+            raise ValueError(f"--pipeline {args.pipeline}: not a saved FollowYourPosePipeline folder (no fyp_pipeline.json)")
+    base = args.pipeline or args.base
+    return load_pipeline(SimpleNamespace(base=base, pose_encoder=args.pose_encoder, video_layers=args.video_layers, device=args.device, dtype=args.dtype))
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not 0 < args.max_upload_mb <= 1e6:
+        print(f"fyp-app: error: --max-upload-mb must be in (0, 1e6], got {args.max_upload_mb:g}", file=sys.stderr)
+        return 2
+    try:
+        import gradio  # noqa: F401 - only to say at once that it is missing
+    except ImportError:
+        print(MISSING_GRADIO, file=sys.stderr)
+        return 2
+    from model.app.session_files import SessionFiles
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        pipe = load_model(args)
+    except (ValueError, OSError, PoseModelLoadError) as err:
+        print(f"fyp-app: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated app cleans up as after Ctrl-C
+    with SessionFiles() as files:
+        os.environ["GRADIO_TEMP_DIR"] = str(files.uploads)  # Gradio's upload cache inside the app's folder
+        from model.app.ui import build_ui, example_videos
+
+        examples = example_videos()
+        demo = build_ui(pipe, files, pose_backend=args.pose_backend, examples=examples)
+        demo.queue(default_concurrency_limit=1)
+        print(f"fyp-app: serving on http://{args.host}:{args.port} (temporary files in {files.root})", flush=True)
+        try:
+            demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb:g}mb", show_error=False,
+                        allowed_paths=[str(files.root), *{os.path.dirname(e) for e in examples}], quiet=True)  # fmt: skip
+        except KeyboardInterrupt:
+            pass
+        finally:
+            demo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
