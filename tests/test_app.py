@@ -136,8 +136,20 @@ def test_bad_input_is_one_line_for_the_page(pipe, extracted, tmp_path):
         form_settings(num_frames=2.5)
     with pytest.raises(AppInputError, match=r"pose_backend must be one of"):
         form_settings(pose_backend="nope")
-    for err in (AppInputError,):
-        assert issubclass(err, ValueError)
+    for field, name in (("guidance", "guidance"), ("fps", "fps"), ("pose_scale", "pose scale")):  # a decimal field left empty
+        with pytest.raises(AppInputError, match=rf"^{name} must be a number, got None$"):
+            form_settings(**{field: None})
+    assert handlers.markdown_text("*[a](b)*_c.mp4") == r"\*\[a\]\(b\)\*\_c\.mp4"  # the upload's name is no Markdown
+
+
+def test_a_video_whose_frames_are_too_large_is_refused_before_anything_is_read(pipe, tmp_path):
+    from pose_data.media.video_writer import write_video
+
+    thin = write_video([np.zeros((400, 16, 3), np.uint8)] * 8, tmp_path / "thin.mp4", 8)  # 16x400: 25 times taller than wide
+    work = tmp_path / "session"
+    with pytest.raises(AppInputError, match=r"^thin\.mp4: its frames are 16x400 pixels: one side is more than 16 times the other"):
+        extract_poses(pipe, thin, work, settings(num_frames=8))
+    assert not work.exists()  # refused before extraction or preview
 
 
 def test_session_files_are_removed_per_session_and_at_exit(tmp_path):
@@ -167,6 +179,46 @@ def test_cli_flags_and_a_missing_gradio(monkeypatch, capsys, tmp_path):
     pytest.importorskip("gradio")
     assert main(["--pipeline", str(tmp_path)]) == 2
     assert "not a saved FollowYourPosePipeline folder" in capsys.readouterr().err
+
+
+def test_max_upload_mb_reaches_gradio_as_whole_bytes():
+    pytest.importorskip("gradio")
+    from gradio.utils import _parse_file_size
+
+    from model.app.cli import build_parser, launch_options
+
+    for mb, size in (("0.5", 2**19), ("1.5", 3 * 2**19), ("1e6", 10**6 * 2**20)):
+        args = build_parser().parse_args(["--base", "b", "--max-upload-mb", mb])
+        options = launch_options(args, ["/examples/carphone.mp4"])
+        assert _parse_file_size(options["max_file_size"]) == size
+        assert options["allowed_paths"] == ["/examples"]  # the sessions' folders are not served by path
+
+
+def test_a_taken_port_is_one_error_line_and_gradio_caches_inside_the_app_folder(parts, tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    pytest.importorskip("gradio")
+    repo, tmp = Path(__file__).resolve().parents[1], tmp_path / "tmp"
+    tmp.mkdir()
+    code = ("import sys; from model.app.cli import main; rc = main(sys.argv[1:]); import gradio.route_utils as r; "
+            "print('cache', r.DEFAULT_TEMP_DIR); sys.exit(rc)")  # fmt: skip
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-c", code, "--base", parts["base"], "--pose-encoder", parts["pose_encoder"],
+                              "--video-layers", parts["video_layers"], "--device", "cpu", "--port", str(port)],
+                             capture_output=True, text=True, timeout=300, cwd=repo,
+                             env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(repo)})  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("fyp-app:")]
+    assert errors == [errors[0]] and errors[0].startswith(f"fyp-app: error: cannot serve on 127.0.0.1:{port}: "), run.stderr[-3000:]
+    assert "serving on" not in run.stdout  # said only once the server listens
+    cache = Path(run.stdout.split("cache ")[-1].strip())
+    assert cache.name == "gradio" and cache.parent.parent == tmp and cache.parent.name.startswith("fyp-app-")  # GRADIO_TEMP_DIR set in time
+    assert not (tmp / "gradio").exists() and not list(tmp.glob("fyp-app-*"))  # nothing outside the app's folder, that folder gone
 
 
 def test_the_page_queues_both_buttons_on_one_model_slot_and_turns_errors_into_messages(pipe, tmp_path):

@@ -1,7 +1,8 @@
 """``fyp-app`` in a real browser: the app on the tiny models in a subprocess on 127.0.0.1, headless Chromium (Debian's
 ``chromium`` + ``chromium-driver``, driven by selenium; nothing downloaded at run time) uploads the bundled driving
 video, types a prompt, extracts the poses, generates and downloads the video and its sidecar; a text file named
-``.mp4`` shows its error in the page. Screenshots of each step go to the test's tmp folder (and the final page to
+``.mp4`` shows its error in the page; an upload over ``--max-upload-mb`` is refused (in the page, and with HTTP 413 for
+a direct POST to the upload route). Screenshots of each step go to the test's tmp folder (and the final page to
 ``docs/app.png`` when ``FYP_APP_SCREENSHOT_DOCS=1``). If the browser cannot start, the test fails when ``CI`` is set
 and is skipped otherwise."""
 
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
@@ -87,22 +89,23 @@ def app(tmp_path_factory):
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
+    while not (serving := re.search(rf"fyp-app: serving on {re.escape(url)} \(temporary files in (\S+)\)", log.read_text())):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"fyp-app did not start: {log.read_text()[-3000:]}")
         time.sleep(1)
-    temp = Path(re.search(r"temporary files in (\S+)\)", log.read_text()).group(1))
+    with urllib.request.urlopen(url, timeout=30) as response:  # said to serve: it answers at once
+        assert response.status == 200
+    temp = Path(serving.group(1))
     assert temp.is_dir()
     yield SimpleNamespace(url=url, temp=temp)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    try:
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:  # it did not stop: never leave it serving
+            proc.kill()
+            proc.wait(timeout=30)
     assert not temp.exists()  # uploads, extracted poses and videos all removed with the app
 
 
@@ -184,13 +187,17 @@ def test_upload_extract_generate_download(browser, app, tmp_path):
     assert {k: sidecar["settings"][k] for k in expected} == expected
 
 
-def test_a_text_file_named_mp4_shows_an_error_in_the_page(browser, app, tmp_path):
+def session_folders(app) -> set[Path]:
     sessions = app.temp / "sessions"
-    assert len(list(sessions.iterdir())) == 1  # the first test's session: its poses and videos
+    return set(sessions.iterdir()) if sessions.is_dir() else set()
+
+
+def test_a_text_file_named_mp4_shows_an_error_in_the_page(browser, app, tmp_path):
+    earlier = session_folders(app)  # an earlier test's session (its poses and videos), if one ran
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n" * 100)
     browser.get(app.url)  # leaving the page ends that session: its folder goes
-    wait_for(browser, lambda d: not any(sessions.iterdir()), 30)
+    wait_for(browser, lambda d: not earlier & session_folders(app), 30)
     wait_for(browser, lambda d: css(d, "#upload input[type=file]"), 60)
     css(browser, "#upload input[type=file]")[0].send_keys(str(bad))
     wait_for(browser, lambda d: "notes" in css(d, "#upload")[0].text, 60)
@@ -208,4 +215,16 @@ def test_an_upload_over_max_upload_mb_is_refused_in_the_page(browser, app, tmp_p
     css(browser, "#upload input[type=file]")[0].send_keys(str(big))
     wait_for(browser, lambda d: "exceed the maximum allowed size" in body_text(d), 60)
     browser.save_screenshot(str(tmp_path / "6-too-large.png"))
+    assert not list((app.temp / "gradio").rglob("big.mp4"))  # never stored
+
+
+def test_an_oversized_post_to_the_upload_route_is_refused_with_413(app):
+    boundary = "fyp-app-test-boundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+    body = head.encode() + b"\0" * (6 * 2**20) + f"\r\n--{boundary}--\r\n".encode()  # 6 MB, over --max-upload-mb 5
+    request = urllib.request.Request(app.url + "gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
     assert not list((app.temp / "gradio").rglob("big.mp4"))  # never stored

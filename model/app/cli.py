@@ -6,16 +6,19 @@
 The model loads as ``fyp-generate`` loads it (:func:`model.generation.cli.load_pipeline`). Gradio is an optional
 extra (``pip install .[app]``); without it the command stops with one line saying so. Uploads larger than
 ``--max-upload-mb`` are refused by Gradio; every temporary file (uploads included) lives in one folder removed when
-the app stops (:mod:`model.app.session_files`).
+the app stops (:mod:`model.app.session_files`). The "serving on" line is printed once the server listens; a port
+that is taken or an address that cannot be listened on is one ``fyp-app: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
 import sys
+import time
 from types import SimpleNamespace
 
 from model.generation.cli import one_line
@@ -60,15 +63,22 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def launch_options(args, examples: list[str]) -> dict:
+    """``demo.launch``'s keyword arguments. The upload limit is a whole number of bytes (Gradio reads a size string's
+    number as an int: ``"1.5mb"`` would not parse). ``allowed_paths`` is only the bundled examples' folder: the
+    sessions' videos are returned through Gradio's cache (under ``GRADIO_TEMP_DIR``), never served from their folder,
+    so one session cannot fetch another's files by path."""
+    return {"server_name": args.host, "server_port": args.port, "max_file_size": int(args.max_upload_mb * 2**20), "show_error": False,
+            "allowed_paths": sorted({os.path.dirname(e) for e in examples}), "quiet": True, "prevent_thread_lock": True}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not 0 < args.max_upload_mb <= 1e6:
         print(f"fyp-app: error: --max-upload-mb must be in (0, 1e6], got {args.max_upload_mb:g}", file=sys.stderr)
         return 2
-    try:
-        import gradio  # noqa: F401 - only to say at once that it is missing
-    except ImportError:
+    if importlib.util.find_spec("gradio") is None:  # not imported yet: Gradio reads GRADIO_TEMP_DIR when imported
         print(MISSING_GRADIO, file=sys.stderr)
         return 2
     from model.app.session_files import SessionFiles
@@ -81,18 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated app cleans up as after Ctrl-C
     with SessionFiles() as files:
-        os.environ["GRADIO_TEMP_DIR"] = str(files.uploads)  # Gradio's upload cache inside the app's folder
-        from model.app.ui import build_ui, example_videos
+        os.environ["GRADIO_TEMP_DIR"] = str(files.uploads)  # Gradio's upload cache inside the app's folder: set before
+        from model.app.ui import build_ui, example_videos  # this first import of gradio
 
         examples = example_videos()
         demo = build_ui(pipe, files, pose_backend=args.pose_backend, examples=examples)
         demo.queue(default_concurrency_limit=1)
-        print(f"fyp-app: serving on http://{args.host}:{args.port} (temporary files in {files.root})", flush=True)
         try:
-            demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb:g}mb", show_error=False,
-                        allowed_paths=[str(files.root), *{os.path.dirname(e) for e in examples}], quiet=True)  # fmt: skip
+            demo.launch(**launch_options(args, examples))
+            print(f"fyp-app: serving on {demo.local_url} (temporary files in {files.root})", flush=True)
+            while demo.is_running:
+                time.sleep(0.2)
         except KeyboardInterrupt:
             pass
+        except (OSError, ValueError) as err:  # the port taken, an address that cannot be listened on
+            print(f"fyp-app: error: cannot serve on {args.host}:{args.port}: {one_line(err)}", file=sys.stderr)
+            return 2
         finally:
             demo.close()
     return 0

@@ -62,17 +62,29 @@ def one_line(err: BaseException) -> str:
     return " ".join(part.strip() for part in str(err).splitlines() if part.strip()) or type(err).__name__
 
 
+def markdown_text(text: str) -> str:
+    """``text`` shown as it is in a Markdown component: every ASCII punctuation character backslash-escaped (an
+    upload named ``*[x](javascript:..)*.mp4`` stays a name, not emphasis or a link)."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
 def check_video(path: str | Path) -> None:
-    """AppInputError unless ``path`` is a video PyAV can open."""
+    """AppInputError unless ``path`` is a video PyAV can open whose frames are within
+    :func:`pose_data.media.frame_limits.frame_size_problem` (checked on the stated size, before any frame is fitted or
+    extracted: a small file can state a huge or very thin frame)."""
+    from pose_data.media.frame_limits import frame_size_problem
     from pose_data.media.video_probe import VideoDecodeError, probe_video
 
     path = Path(path)
     if not path.is_file():
         raise AppInputError("upload a video first (a driving video or a skeleton video)")
     try:
-        probe_video(path)
+        info = probe_video(path)
     except VideoDecodeError as err:
         raise AppInputError(f"{path.name} is not a video this app can read: {err.reason}") from None
+    problem = frame_size_problem(info.width, info.height)
+    if problem:
+        raise AppInputError(f"{path.name}: its frames are {problem}; crop or resize it first")
 
 
 #: fyp-generate's flags in its messages, as the page names them.
@@ -207,11 +219,16 @@ def form_settings(*, num_frames=0, window=8, steps=50, guidance=12.5, seed=0, ra
             raise AppInputError(f"{name} must be a whole number, got {value!r}")
         return int(value)
 
+    def decimal(name, value):
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AppInputError(f"{name} must be a number, got {value!r}")
+        return float(value)
+
     values = {
         "num_frames": whole("frames", num_frames) or None, "window": whole("window", window), "steps": whole("steps", steps),
-        "guidance": float(guidance), "seed": None if random_seed else whole("seed", seed),
-        "height": whole("height", height) or None, "width": whole("width", width) or None, "fps": float(fps),
-        "pose_scale": float(pose_scale), "side_by_side": bool(side_by_side), "negative_prompt": negative_prompt or "",
+        "guidance": decimal("guidance", guidance), "seed": None if random_seed else whole("seed", seed),
+        "height": whole("height", height) or None, "width": whole("width", width) or None, "fps": decimal("fps", fps),
+        "pose_scale": decimal("pose scale", pose_scale), "side_by_side": bool(side_by_side), "negative_prompt": negative_prompt or "",
         "pose_backend": pose_backend, "skeleton_style": skeleton_style or None, "allow_style_mismatch": bool(allow_style_mismatch),
     }  # fmt: skip
     try:

@@ -1,7 +1,8 @@
 """``fyp-app``'s temporary files: one root folder for the app's run, a folder per browser session inside it.
 
-The root also holds Gradio's own upload cache (``GRADIO_TEMP_DIR`` is pointed there), so closing the app removes
-every file it wrote; a session's folder goes when its page is closed (Gradio's unload event).
+The root also holds Gradio's own cache (``GRADIO_TEMP_DIR`` is pointed there), so closing the app removes every file
+it wrote; a session's folder goes when its page is closed (Gradio's unload event), while what Gradio cached for it
+(its uploads, the copies of the videos sent to its page) stays until the app closes.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def build_ui(pipe, files: SessionFiles, *, pose_backend: str = "mmpose", example
         @page_errors
         def on_extract(values: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio asks for a progress bar
             poses = extract(values, request, progress)
-            return poses, str(poses.preview), poses.message
+            return poses, str(poses.preview), handlers.markdown_text(poses.message)
 
         @page_errors
         def on_generate(values: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio asks for a progress bar
@@ -119,7 +119,7 @@ def build_ui(pipe, files: SessionFiles, *, pose_backend: str = "mmpose", example
                 poses = extract(values, request, progress)  # not extracted yet, or with other settings
             made = handlers.generate_video(pipe, poses, text, files.session(request.session_hash), wanted,
                                            on_step=lambda done, total: progress((done, total), desc="generating", unit="window-steps"))  # fmt: skip
-            return poses, str(poses.preview), str(made.video), [str(made.video), str(made.sidecar)], f"{poses.message}; video: {made.message}"
+            return poses, str(poses.preview), str(made.video), [str(made.video), str(made.sidecar)], handlers.markdown_text(f"{poses.message}; video: {made.message}")
 
         model_slot = {"concurrency_limit": 1, "concurrency_id": "model"}
         extract_btn.click(on_extract, {upload, kind, *form.values()}, [state, skeleton, status], **model_slot)
