@@ -142,6 +142,17 @@ def test_bad_input_is_one_line_for_the_page(pipe, extracted, tmp_path):
     assert handlers.markdown_text("*[a](b)*_c.mp4") == r"\*\[a\]\(b\)\*\_c\.mp4"  # the upload's name is no Markdown
 
 
+def test_pose_weights_that_cannot_be_fetched_are_a_message_naming_the_way_out(pipe, tmp_path, monkeypatch):
+    """mmpose's 'auto' weights through a proxy that refuses (and an empty torch cache): one line for the page."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(AppInputError, match=r"^the pose model could not be loaded \(mmpose detector rtmdet-m .*choose the mediapipe pose"):
+        extract_poses(pipe, CARPHONE, tmp_path, settings(num_frames=4, pose_backend="mmpose"))
+
+
 def test_a_video_whose_frames_are_too_large_is_refused_before_anything_is_read(pipe, tmp_path):
     from pose_data.media.video_writer import write_video
 
@@ -179,6 +190,8 @@ def test_cli_flags_and_a_missing_gradio(monkeypatch, capsys, tmp_path):
     pytest.importorskip("gradio")
     assert main(["--pipeline", str(tmp_path)]) == 2
     assert "not a saved FollowYourPosePipeline folder" in capsys.readouterr().err
+    assert main(["--base", "b"]) == 2  # a base alone makes no pose-guided video
+    assert "--base needs --pose-encoder" in capsys.readouterr().err
 
 
 def test_max_upload_mb_reaches_gradio_as_whole_bytes():

@@ -25,6 +25,8 @@ from model.generation.cli import one_line
 from pose_data.pose.estimator import BACKENDS, PoseModelLoadError
 
 log = logging.getLogger("fyp-app")
+#: Requests that may wait for the model at once; more are refused by Gradio with "queue is full".
+MAX_QUEUE = 16
 MISSING_GRADIO = "fyp-app: error: Gradio is not installed; install the app extra: pip install .[app] (or pip install 'gradio>=6.31,<7')"
 
 
@@ -81,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("gradio") is None:  # not imported yet: Gradio reads GRADIO_TEMP_DIR when imported
         print(MISSING_GRADIO, file=sys.stderr)
         return 2
+    if args.base and not args.pose_encoder:
+        print("fyp-app: error: --base needs --pose-encoder (the stage-1 output, or the official pose_encoder.pth): the app "
+              "makes pose-guided videos", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this address can use the model (the page and its API); "
+                    "there is no authentication", args.host)  # fmt: skip
     from model.app.session_files import SessionFiles
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
         examples = example_videos()
         demo = build_ui(pipe, files, pose_backend=args.pose_backend, examples=examples)
-        demo.queue(default_concurrency_limit=1)
+        demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)  # one run of the model at a time; a bounded wait
         try:
             demo.launch(**launch_options(args, examples))
             print(f"fyp-app: serving on {demo.local_url} (temporary files in {files.root})", flush=True)

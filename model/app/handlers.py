@@ -117,6 +117,7 @@ def extract_poses(pipe, upload: str | Path, workdir: Path, settings: VideoSettin
     """The skeleton video of ``upload`` in ``workdir`` (module doc). ``on_frames(done, total)``: extraction progress."""
     from model.generation.pose_source import detect_kind
     from pose_data.media.video_probe import VideoDecodeError
+    from pose_data.pose.estimator import PoseModelLoadError
 
     if kind not in UPLOAD_KINDS:
         raise AppInputError(f"the upload's kind must be one of {', '.join(UPLOAD_KINDS)}, got {kind!r}")
@@ -137,6 +138,8 @@ def extract_poses(pipe, upload: str | Path, workdir: Path, settings: VideoSettin
         raise
     except VideoDecodeError as err:
         raise AppInputError(f"{upload.name}: {err.reason}") from None
+    except PoseModelLoadError as err:  # weights that cannot be fetched or read: the message says what to choose instead
+        raise AppInputError(str(err)) from None
     except (ValueError, OSError) as err:
         label = upload.name if skeleton == upload else f"the poses of {upload.name}"
         raise AppInputError(page_text(one_line(err), {f"pose source {skeleton}": label, str(skeleton): label, str(upload): upload.name})) from None
