@@ -1,5 +1,5 @@
-"""Tiny models for the app's tests: a tiny SD base, a pose encoder with non-zero outputs (openpose style) and video
-layers whose temporal attention is not the identity, saved as ``fyp-generate``/``fyp-app`` take them."""
+"""Tiny models for the app's and fyp-generate's tests: a tiny SD base, a pose encoder with non-zero outputs (openpose
+style) and video layers whose temporal attention is not the identity, saved as ``fyp-generate``/``fyp-app`` take them."""
 
 from __future__ import annotations
 

@@ -20,38 +20,23 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
+from app_models import SIZE, make_tiny_parts
 from model.generation.cli import main as generate_main
 from model.generation.follow_your_pose_pipeline import FollowYourPosePipeline
 from model.generation.sample_video import sample_video, window_starts
 from model.nets.base_model import encode_prompts, load_base_model
 from model.nets.pose_encoder import PoseEncoder
-from model.nets.video_layers import save_video_layers
 from model.nets.video_unet import VideoLayersConfig, VideoUNet
 from pose_data.media.video_writer import Mp4Writer, read_video_comment
 
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
-SIZE = 64  # the tiny pose encoder downscales by 16
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     """A tiny base, a pose encoder with non-zero outputs, and video layers whose temporal attention is not the identity."""
-    from model.nets.tiny_base import make_tiny_base
-
     root = tmp_path_factory.mktemp("gen")
-    base = make_tiny_base(root / "tiny-sd", seed=0)
-    unet = load_base_model(base).unet
-    torch.manual_seed(0)
-    encoder = PoseEncoder.for_unet(unet, skeleton_style="openpose")
-    for conv in encoder.out_convs:
-        torch.nn.init.normal_(conv.weight, std=0.05)
-    encoder.save_pretrained(root / "pose_encoder")
-    model = VideoUNet(unet, VideoLayersConfig())
-    for name, p in model.unet.named_parameters():
-        if "attn_temp.to_out" in name:
-            torch.nn.init.normal_(p, std=0.05)
-    save_video_layers(model, root / "video_layers")
-    return {"base": str(base), "pose_encoder": str(root / "pose_encoder"), "video_layers": str(root / "video_layers"), "root": root}
+    return {**make_tiny_parts(root), "root": root}
 
 
 @pytest.fixture(scope="module")
