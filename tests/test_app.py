@@ -144,6 +144,11 @@ def test_bad_input_is_one_line_for_the_page(pipe, extracted, tmp_path):
 
 def test_pose_weights_that_cannot_be_fetched_are_a_message_naming_the_way_out(pipe, tmp_path, monkeypatch):
     """mmpose's 'auto' weights through a proxy that refuses (and an empty torch cache): one line for the page."""
+    import urllib.request
+
+    # urlopen's shared opener keeps the proxies of the first call: a fresh one now, the old one back afterwards, so that
+    # later tests in this process do not go through this dead proxy
+    monkeypatch.setattr(urllib.request, "_opener", None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
