@@ -23,13 +23,14 @@ def write_metadata(path: Path) -> Path:
     return path
 
 
-def build_clip_shards(out: Path, *, frames: int | None = None) -> Path:
-    """``index-hdvila --write-clips`` over the bundled videos: 64-px square clips at 8 fps (or ``frames`` JPEGs)."""
+def build_clip_shards(out: Path, *, frames: int | None = None, shard_size: int = 4) -> Path:
+    """``index-hdvila --write-clips`` over the bundled videos: 64-px square clips at 8 fps (or ``frames`` JPEGs),
+    ``shard_size`` clips per shard (7 clips)."""
     from pipelines.hdvila_index import build_hdvila_index
     from pose_data.config import load_config
     from pose_data.hdvila.config import HdvilaIndexConfig, preset_or_file
 
-    layers = [preset_or_file("tiny"), {"shard_size": 4, "preview_clips": 0, "clips": {"size": 64, "frames": frames, "stride": 2}}]
+    layers = [preset_or_file("tiny"), {"shard_size": shard_size, "preview_clips": 0, "clips": {"size": 64, "frames": frames, "stride": 2}}]
     cfg = load_config(HdvilaIndexConfig, *layers)
     meta = write_metadata(out.parent / f"{out.name}-meta.jsonl")
     manifest = build_hdvila_index([str(meta)], str(SAMPLES), str(out), cfg, captions=None, progress=False)

@@ -1,26 +1,35 @@
-"""The trainers' data stream over WebDataset shards: deterministic, split by rank and DataLoader worker, resumable
-exactly, and tolerant of bad samples.
+"""The trainers' data stream over WebDataset shards: split by shard into virtual streams, so that every byte is read
+once in the whole job; deterministic whatever the number of DataLoader workers; resumable exactly; tolerant of bad
+samples.
 
-The stream of one run is the sequence of raw samples ``n = 0, 1, 2, ...`` over epochs (shard order and shuffle buffer
-seeded per epoch). Raw sample ``n`` belongs to process (rank) ``n % world_size``. Each rank groups its raw samples
-into batches of ``batch_size`` *raw* samples, and batch ``j`` (counted from where the rank starts) is decoded by
-DataLoader worker ``j % num_workers``; PyTorch's DataLoader takes batches from its workers in that same round-robin
-order, so the batches a rank sees are the same, in the same order, for any number of workers. Each worker reads the
-bytes of every sample of the rank (cheap) and decodes only its own batches.
+A run has ``num_streams`` virtual streams (fixed for the run; the checkpoint's config records it) over the shards
+that hold samples (an empty tar, a shard whose rows were all filtered out, is left out). Each epoch deals
+the shards to the streams, the streams to the ranks and a rank's streams (its slots) to its DataLoader workers
+(:mod:`model.datasets.stream_plan`); a stream reads its shards through its own shuffle buffer
+(:mod:`model.datasets.virtual_stream`). Only the worker that owns a stream opens its shards.
+
+A batch is ``batch_size`` consecutive items of one stream. A rank's batches come in rounds: in each round every slot
+``0 .. K-1`` gives one batch, in slot order. PyTorch's DataLoader takes one item from each worker in turn, so worker
+``w`` gives, per round, its slots' batches (``w, w + W, ...``) and then empty fillers up to ``ceil(K / W)`` items: the
+DataLoader's items of a round are then slot 0, 1, ..., K-1 (and fillers), the same batches in the same order for
+any number of workers. Fillers and the slots of finished streams come out as empty items (``num_samples`` 0 and
+``raw`` 0) that a trainer passes over. Streams go on into their next epoch by themselves (one that holds fewer samples
+goes round more often); with ``epochs`` set, a stream ends after that many and the rank's stream when all its streams
+have ended, each stream's last batch possibly short.
 
 A sample that fails to decode (corrupt bytes, a clip too short, ...) is left out of its batch and reported in the
-batch's ``failures``; a batch whose samples all fail comes out empty (``num_samples`` 0) and the trainer moves on.
-Every batch carries ``position``: ``[n, epoch, first]``, the raw index where the rank's stream continues after it, the
-epoch of its last sample and the raw index at which that epoch began. A trainer that saves the position of the last
-batch it used resumes exactly there (``start``): earlier epochs are skipped without reading them, and the rest of
-the epoch is read (not decoded) up to ``n``.
+batch's ``failures``; a batch whose samples all fail comes out empty and the trainer moves on. Every item carries
+``position`` (None for fillers): its round and slot, and the state of its stream after it. A trainer folds them into
+a :class:`RankPosition`, saves that, and resumes exactly there (``start``): each stream reads back only the samples
+its buffer held and goes on from its shard and byte offset; no earlier shard is read.
 
-Per-sample randomness (crops, caption dropout, frame offsets) comes from an RNG seeded by ``(seed, n)``, so it does
-not depend on workers or resumption either.
+Per-sample randomness (crops, caption dropout, frame offsets) comes from an RNG seeded by ``(seed, epoch, shard,
+offset)`` of the sample, so it depends neither on workers nor on resumption.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -30,7 +39,14 @@ from pathlib import Path
 
 import torch
 
+from model.datasets.stream_plan import StreamPlan, worker_slots
+from model.datasets.tar_samples import is_empty_tar
+from model.datasets.virtual_stream import Item, VirtualStream, check_state
+
 log = logging.getLogger(__name__)
+
+#: Virtual streams of a run by default: enough for 8 ranks x 8 workers each to read its own.
+DEFAULT_NUM_STREAMS = 64
 
 
 class SampleError(ValueError):
@@ -86,11 +102,41 @@ def resolve_shards(shards: str, *, member: str = "shard") -> list[str]:
     return listed
 
 
+class RankPosition:
+    """Where a rank's stream continues: the next (round, slot) and the state of each stream that has given a batch.
+    ``update`` folds in one item's ``position``; ``to_dict`` is JSON (a checkpoint's ``positions`` entry)."""
+
+    def __init__(self, data: dict | None = None) -> None:
+        data = data or {"cursor": [0, 0], "streams": {}}
+        self.cursor, self.streams = list(data["cursor"]), dict(data["streams"])
+
+    def update(self, position: dict | None) -> None:
+        if position is None:
+            return
+        self.cursor = [position["round"], position["slot"] + 1]
+        if "stream" in position:
+            self.streams[str(position["stream"])] = position["state"]
+
+    def to_dict(self) -> dict:
+        return {"cursor": list(self.cursor), "streams": dict(self.streams)}
+
+
+def check_rank_position(data, where: str) -> dict:
+    """ValueError naming ``where`` unless ``data`` is a :class:`RankPosition` dict."""
+    cursor = data.get("cursor") if isinstance(data, dict) else None
+    if not (isinstance(cursor, list) and len(cursor) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cursor)
+            and isinstance(data.get("streams"), dict) and all(isinstance(k, str) and k.isdigit() for k in data["streams"])):  # fmt: skip
+        raise ValueError(f"{where}: not a data position (cursor [round, slot] and streams by number)")
+    for stream, state in data["streams"].items():
+        check_state(state, f"{where}, stream {stream}")
+    return data
+
+
 class ShardStream(torch.utils.data.IterableDataset):
     """Base class: subclasses set ``member`` and implement ``decode(n, raw) -> sample`` and ``collate(samples)``.
 
-    Iterating gives batches (dicts from ``collate`` plus ``num_samples``, ``failures``, ``raw`` and ``position``);
-    :meth:`samples` gives this rank's decoded samples one by one (validation, tests).
+    Iterating gives batches (dicts from ``collate`` plus ``num_samples``, ``failures``, ``raw`` and ``position``) and
+    empty items (see the module doc); :meth:`samples` gives this rank's decoded samples one by one (validation, tests).
     """
 
     member = "shard"
@@ -100,9 +146,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         shards: str,
         *,
         seed: int = 0,
-        shuffle_buffer: int = 0,
+        shuffle_buffer: int = 0,  # samples per stream
         batch_size: int = 1,
-        start: int | list[int] = 0,  # a raw index, or a batch's full position [n, epoch, first]
+        num_streams: int = DEFAULT_NUM_STREAMS,
+        start: dict | None = None,  # a RankPosition dict: where a saved run's stream continues
         rank: int = 0,
         world_size: int = 1,
         epochs: int | None = None,
@@ -110,101 +157,91 @@ class ShardStream(torch.utils.data.IterableDataset):
         super().__init__()
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad stream split: batch_size {batch_size}, rank {rank}, world_size {world_size}")
-        self.urls = resolve_shards(shards, member=self.member)
-        self.seed, self.shuffle_buffer, self.batch_size = seed, shuffle_buffer, batch_size
-        self.start, self.rank, self.world_size, self.epochs = start, rank, world_size, epochs
+        listed = resolve_shards(shards, member=self.member)
+        self.urls = [url for url in listed if not is_empty_tar(url)]  # shards whose rows were all filtered out
+        if not self.urls:
+            raise ValueError(f"the shards hold no sample: {', '.join(listed[:3])}{' ...' if len(listed) > 3 else ''}")
+        if len(self.urls) < len(listed):
+            log.info("%d of %d shards hold no sample and are left out", len(listed) - len(self.urls), len(listed))
+        self.plan = StreamPlan(len(self.urls), num_streams=num_streams, world_size=world_size, seed=seed)
+        self.seed, self.shuffle_buffer, self.batch_size, self.epochs = seed, shuffle_buffer, batch_size, epochs
+        self.start = RankPosition(check_rank_position(start, "start") if start is not None else None)
+        self.rank, self.world_size = rank, world_size
+        self.slots = self.plan.streams(rank)  # slot k of this rank is stream self.slots[k]
 
     # ---------------------------------------------------------------------------------------------- subclass API
 
-    def decode(self, n: int, raw: dict):
+    def decode(self, n: str, raw: dict):
         raise NotImplementedError
 
     def collate(self, samples: list) -> dict:
         raise NotImplementedError
 
-    def rng(self, n: int) -> random.Random:
-        """The RNG of raw sample ``n`` (same for any split, worker or resumption)."""
-        return random.Random(self.seed * 1_000_003 + n)
+    def rng(self, n: str) -> random.Random:
+        """The RNG of the sample with id ``n`` (same for any split, worker or resumption)."""
+        return random.Random(f"{self.seed}:{n}")
 
     # ------------------------------------------------------------------------------------------------ the stream
 
-    def _raw(self, epoch: int) -> Iterator[dict]:
-        """Undecoded samples of one epoch in the seeded order. A shard that cannot be read on (a truncated or
-        corrupt tar) ends there and becomes one failed sample ``{"__error__": reason}`` in the stream."""
-        import webdataset as wds
+    def _stream_batches(self, slot: int) -> Iterator[tuple[list[Item], dict]]:
+        """(items, the stream's state after them) of one slot's stream, ``batch_size`` items at a time."""
+        stream = self.slots[slot]
+        reader = VirtualStream(self.urls, self.plan, stream, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
+                               epochs=self.epochs, state=self.start.streams.get(str(stream)))  # fmt: skip
+        items = reader.items()
+        while batch := list(itertools.islice(items, self.batch_size)):
+            yield batch, reader.state()
 
-        urls = list(self.urls)
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)
-        broken: list[dict] = []
+    def _raw_batches(self, worker: int, workers: int) -> Iterator[tuple[list[Item] | None, dict | None]]:
+        """Worker ``worker`` of ``workers``'s share of the rank's rounds: (items, position) per slot it owns, (None,
+        position) for a finished stream's slot, (None, None) for fillers; ends when all its streams have ended."""
+        count = len(self.slots)
+        mine = worker_slots(count, worker, workers)
+        per_round = -(-count // workers)
+        first_round, first_slot = self.start.cursor
+        if first_slot >= count:
+            first_round, first_slot = first_round + 1, 0
+        batches = {k: self._stream_batches(k) for k in mine}
+        live, t = set(mine), first_round
+        while live:
+            for k in mine:
+                if t == first_round and k < first_slot:
+                    yield None, None  # given before the saved position
+                    continue
+                got = next(batches[k], None) if k in live else None
+                if got is None:
+                    live.discard(k)
+                    yield None, {"round": t, "slot": k}
+                else:
+                    yield got[0], {"round": t, "slot": k, "stream": self.slots[k], "state": got[1]}
+            for _ in range(per_round - len(mine)):
+                yield None, None
+            t += 1
 
-        opened = {"url": "?"}  # the shard webdataset is reading (it opens one at a time, in order)
+    def _items(self) -> Iterator[Item]:
+        """This rank's items in batch order, in one process."""
+        for items, _ in self._raw_batches(0, 1):
+            yield from items or ()
 
-        def sources() -> Iterator[dict]:
-            for url in urls:
-                opened["url"] = url
-                yield {"url": url}
+    def raw_samples(self) -> Iterator[tuple[str, dict]]:
+        """(sample id, undecoded sample) of this rank from ``start``, in batch order (failed shards included)."""
+        for item in self._items():
+            yield item.id, item.raw
 
-        def shard_error(exn: Exception) -> bool:
-            # webdataset reports a broken tar as (message, stream, url), sometimes first without the url
-            args = exn.args if isinstance(exn.args, tuple) else ()
-            named = len(args) >= 2 and isinstance(args[-1], str)
-            message = str(args[0]).split(" @ <")[0] if args else str(exn)
-            failure = {"__key__": "(shard)", "__url__": args[-1] if named else opened["url"], "__named__": named,
-                       "__error__": f"the shard cannot be read on: {type(exn).__name__}: {message}"}  # fmt: skip
-            if named and broken and not broken[-1]["__named__"] and broken[-1]["__url__"] == failure["__url__"]:
-                broken[-1] = failure  # the same error, reported again with its shard
-            else:
-                broken.append(failure)
-            return True  # go on with the next shard
-
-        def with_errors(samples: Iterator[dict]) -> Iterator[dict]:
-            for sample in samples:
-                yield from broken
-                broken.clear()
-                yield sample
-            yield from broken
-            broken.clear()
-
-        stream = with_errors(wds.tarfile_to_samples(handler=shard_error)(sources()))
-        if self.shuffle_buffer > 1:
-            stream = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=random.Random(self.seed + epoch))(stream)
-        yield from stream
-
-    def raw_samples(self) -> Iterator[tuple[int, dict]]:
-        """(raw index, undecoded sample) of this rank over epochs, from ``start``."""
-        for n, raw, _, _ in self._positioned():
-            yield n, raw
-
-    def _positioned(self) -> Iterator[tuple[int, dict, int, int]]:
-        """(raw index, sample, epoch, raw index of the epoch's first sample) of this rank, from ``start``. With a
-        full position as ``start``, the epochs before its own are not read at all."""
-        target, epoch, n = self.start, 0, 0
-        if isinstance(self.start, (list, tuple)):
-            target, epoch, n = (int(v) for v in self.start)
-        while self.epochs is None or epoch < self.epochs:
-            first, got = n, False
-            for raw in self._raw(epoch):
-                got = True
-                if n >= target and n % self.world_size == self.rank:
-                    yield n, raw, epoch, first
-                n += 1
-            if not got:
-                raise ValueError(f"the shards hold no sample: {', '.join(self.urls[:3])}{' ...' if len(self.urls) > 3 else ''}")
-            epoch += 1
-
-    def _try_decode(self, n: int, raw: dict):
+    def _try_decode(self, item: Item):
+        raw = item.raw
         if "__error__" in raw:
             return None, Failure(raw["__key__"], str(raw.get("__url__", "?")), raw["__error__"])
         try:
-            return self.decode(n, raw), None
+            return self.decode(item.id, raw), None
         except Exception as err:  # noqa: BLE001 - any bad sample becomes a counted failure, never a crash
             reason = str(err) if isinstance(err, SampleError) else f"{type(err).__name__}: {err}"
-            return None, Failure(raw.get("__key__", f"#{n}"), str(raw.get("__url__", "?")), reason)
+            return None, Failure(raw.get("__key__", item.id), str(raw.get("__url__", "?")), reason)
 
     def samples(self) -> Iterator:
         """This rank's decoded samples from ``start``; failures are logged and skipped."""
-        for n, raw in self.raw_samples():
-            sample, failure = self._try_decode(n, raw)
+        for item in self._items():
+            sample, failure = self._try_decode(item)
             if failure is not None:
                 log.warning("skipping sample %s of %s: %s", failure.key, failure.shard, failure.reason)
                 continue
@@ -213,28 +250,20 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        pending: list[tuple[int, dict, int, int]] = []
-        j = 0
-        for item in self._positioned():
-            pending.append(item)
-            if len(pending) < self.batch_size:
-                continue
-            if j % workers == worker:
-                yield self._batch(pending)
-            pending, j = [], j + 1
-        if pending and j % workers == worker:  # a finite stream's last, partial batch
-            yield self._batch(pending)
+        for items, position in self._raw_batches(worker, workers):
+            if items is None:
+                yield {"num_samples": 0, "failures": [], "raw": 0, "position": position}
+            else:
+                yield self._batch(items, position)
 
-    def _batch(self, pending: list[tuple[int, dict, int, int]]) -> dict:
+    def _batch(self, items: list[Item], position: dict) -> dict:
         good, failures = [], []
-        for n, raw, _, _ in pending:
-            sample, failure = self._try_decode(n, raw)
+        for item in items:
+            sample, failure = self._try_decode(item)
             if failure is None:
                 good.append(sample)
             else:
                 failures.append(failure)
         batch = self.collate(good) if good else {}
-        last_n, _, epoch, first = pending[-1]
-        batch.update(num_samples=len(good), failures=failures, raw=len(pending), position=[last_n + 1, epoch, first])
+        batch.update(num_samples=len(good), failures=failures, raw=len(items), position=position)
         return batch
-

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.datasets.shard_stream import RankPosition, check_rank_position
 from model.nets.official_weights import load_weights_only, read_safetensors
 from pose_data.files.json_file import read_json
 
@@ -63,14 +64,15 @@ class TrainingState:
     step: int = 0
     samples: int = 0
     failed: int = 0
-    positions: list[list[int]] = field(default_factory=lambda: [[0, 0, 0]])  # per process: [n, epoch, epoch's first n]
+    positions: list[dict] = field(default_factory=lambda: [RankPosition().to_dict()])  # per process: a RankPosition
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data, where: str) -> TrainingState:
-        """ValueError naming ``where`` unless every count is a non-negative integer and every position three of them."""
+        """DamagedCheckpoint naming ``where`` unless every count is a non-negative integer and every position a
+        :class:`~model.datasets.shard_stream.RankPosition` (one of an older fyp-train is refused with the reason)."""
 
         def count(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -78,11 +80,19 @@ class TrainingState:
         if not isinstance(data, dict) or not all(count(data.get(k)) for k in ("step", "samples", "failed")):
             raise DamagedCheckpoint(f"{where}: step, samples and failed must be non-negative integers")
         positions = data.get("positions")
-        if not isinstance(positions, list) or not positions or not all(
-            isinstance(p, list) and len(p) == 3 and all(count(v) for v in p) for p in positions
-        ):
-            raise DamagedCheckpoint(f"{where}: positions must be one [n, epoch, first] of non-negative integers per process")
-        return cls(step=data["step"], samples=data["samples"], failed=data["failed"], positions=[list(p) for p in positions])
+        if not isinstance(positions, list) or not positions:
+            raise DamagedCheckpoint(f"{where}: positions must be a list with one data position per process")
+        if all(isinstance(p, list) and len(p) == 3 for p in positions):
+            raise DamagedCheckpoint(
+                f"{where}: written by an older fyp-train, whose data stream split the samples (not the shards) among "
+                "processes; its position means nothing to this one's stream. Start the run again (--overwrite, or "
+                "another output_dir), or finish it with the fyp-train that wrote it"
+            )
+        try:
+            checked = [check_rank_position(p, f"{where}: positions[{i}]") for i, p in enumerate(positions)]
+        except ValueError as err:
+            raise DamagedCheckpoint(str(err)) from None
+        return cls(step=data["step"], samples=data["samples"], failed=data["failed"], positions=checked)
 
 
 @dataclass
@@ -107,7 +117,7 @@ class Checkpoint:
 def write_training_state(folder: Path, state: TrainingState, *, stage: str, config: dict) -> Path:
     """``folder/training_state.json`` (the main process writes it into a checkpoint being saved)."""
     path = Path(folder) / STATE_FILE
-    data = {"format": STATE_FORMAT, "format_version": 1, "stage": stage, **state.to_dict(), "config": config}
+    data = {"format": STATE_FORMAT, "format_version": 2, "stage": stage, **state.to_dict(), "config": config}
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 

@@ -40,6 +40,8 @@ def check_number(name: str, value, *, minimum: float | None = None, above: float
         raise ValueError(f"{name} must be a finite number{' ' + wanted if wanted else ''}, got {value!r}")
 
 
+#: The most virtual data streams of a run (each holds a shuffle buffer and, in its worker, an open shard).
+MAX_STREAMS = 4096
 #: The largest training or validation resolution (pixels a side): SD 1.x trains at 512.
 MAX_RESOLUTION = 4096
 #: The most denoising steps of a validation sample: SD's DDIM (1000 training timesteps, steps_offset 1) reaches
@@ -50,6 +52,7 @@ MAX_INFERENCE_STEPS = 999
 def check_data_and_validation(data, validation) -> None:
     """The data and validation settings both stages have (``data``/``validation`` of a stage config)."""
     check_number("data.caption_dropout", data.caption_dropout, minimum=0, maximum=1)
+    check_int("data.num_streams", data.num_streams, 1, MAX_STREAMS)
     check_int("data.shuffle_buffer", data.shuffle_buffer, 0)
     check_int("data.num_workers", data.num_workers, 0)
     check_int("validation.every", validation.every, 0)

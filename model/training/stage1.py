@@ -21,8 +21,9 @@ from model.datasets.shard_stream import resolve_shards
 from model.nets.base_model import BaseModel, encode_images, encode_prompts, load_base_model
 from model.nets.pose_encoder import PoseEncoder, locate_pose_encoder, official_encoder_file
 from model.nets.pose_encoder import load_pose_encoder as load_pretrained_pose_encoder
+from model.training.noise_loss import noise_prediction_loss
 from model.training.stage1_config import Stage1Config
-from model.training.trainer_core import Trainer, noise_prediction_loss
+from model.training.trainer_core import Trainer
 from pose_data.files.json_file import read_json
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,11 @@ class Stage1Trainer(Trainer):
     def encoder(self):
         return self.model
 
-    def make_stream(self, *, start: list[int], rank: int, world_size: int) -> LaionPoseStream:
+    def make_stream(self, *, start: dict, rank: int, world_size: int) -> LaionPoseStream:
         d = self.cfg.data
         return LaionPoseStream(
             d.shards, resolution=d.resolution, caption_dropout=d.caption_dropout, center_crop=d.center_crop,
-            seed=self.cfg.seed, shuffle_buffer=d.shuffle_buffer, batch_size=self.cfg.batch_size,
+            seed=self.cfg.seed, shuffle_buffer=d.shuffle_buffer, batch_size=self.cfg.batch_size, num_streams=d.num_streams,
             start=start, rank=rank, world_size=world_size,
         )  # fmt: skip
 

@@ -20,8 +20,9 @@ class Stage1DataConfig:
     resolution: int = 512
     center_crop: bool = True  # False: random crop (same crop for image and skeleton)
     caption_dropout: float = 0.05  # captions replaced by "" for classifier-free guidance
-    shuffle_buffer: int = 1000
-    num_workers: int = 0  # DataLoader workers; any number gives the same batches in the same order (model/datasets/shard_stream.py)
+    num_streams: int = 64  # virtual streams of whole shards (fixed for a run): see model/datasets/shard_stream.py
+    shuffle_buffer: int = 100  # samples per stream (a process holds up to num_streams / processes of these buffers)
+    num_workers: int = 0  # DataLoader workers; any number gives the same batches in the same order
 
 
 @dataclass

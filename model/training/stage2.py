@@ -21,8 +21,9 @@ from model.datasets.hdvila_clips import HdvilaClipStream
 from model.datasets.shard_stream import resolve_shards
 from model.nets.base_model import BaseModel, encode_images, encode_prompts, load_base_model
 from model.nets.video_unet import VideoUNet
+from model.training.noise_loss import noise_prediction_loss
 from model.training.stage2_config import Stage2Config
-from model.training.trainer_core import Trainer, noise_prediction_loss
+from model.training.trainer_core import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,13 @@ class Stage2Trainer(Trainer):
     def extra_checkpoint_keys(self, model: torch.nn.Module) -> set[str]:
         return {f"unet.{name}" for name in model.video_layers_state_dict()}  # the frozen added layers too (small)
 
-    def make_stream(self, *, start: list[int], rank: int, world_size: int) -> HdvilaClipStream:
+    def make_stream(self, *, start: dict, rank: int, world_size: int) -> HdvilaClipStream:
         d = self.cfg.data
         return HdvilaClipStream(
             d.clips, num_frames=d.num_frames, frame_stride=d.frame_stride, resolution=d.resolution,
             caption_dropout=d.caption_dropout, center_crop=d.center_crop, seed=self.cfg.seed,
-            shuffle_buffer=d.shuffle_buffer, batch_size=self.cfg.batch_size, start=start, rank=rank, world_size=world_size,
+            shuffle_buffer=d.shuffle_buffer, batch_size=self.cfg.batch_size, num_streams=d.num_streams, start=start,
+            rank=rank, world_size=world_size,
         )  # fmt: skip
 
     def loss(self, batch: dict) -> torch.Tensor:

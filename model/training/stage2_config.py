@@ -27,7 +27,8 @@ class Stage2DataConfig:
     resolution: int = 512
     center_crop: bool = True  # False: random crop (one crop for all frames of a clip)
     caption_dropout: float = 0.0  # captions replaced by "" (the official code drops none)
-    shuffle_buffer: int = 100
+    num_streams: int = 64  # virtual streams of whole shards (fixed for a run): see model/datasets/shard_stream.py
+    shuffle_buffer: int = 10  # clips per stream (a process holds up to num_streams / processes of these buffers)
     num_workers: int = 0  # DataLoader workers; any number gives the same batches in the same order
 
 

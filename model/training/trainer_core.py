@@ -6,8 +6,8 @@ A stage subclasses :class:`Trainer` and supplies the model (``build``), its data
 one batch (``loss``), an optional validator, and what to save at the end (``save_outputs``). Everything else lives
 here once.
 
-Several processes: ``accelerate launch`` or ``torchrun`` (on CPU with ``ACCELERATE_USE_CPU=true``, gloo). Raw sample
-``n`` goes to rank ``n % world_size`` (see :mod:`model.datasets.shard_stream`); only the main process writes files. A launcher
+Several processes: ``accelerate launch`` or ``torchrun`` (on CPU with ``ACCELERATE_USE_CPU=true``, gloo). Each rank
+reads its own virtual streams of whole shards (see :mod:`model.datasets.shard_stream`); only the main process writes files. A launcher
 that started several processes which accelerate did not join into one run (each process would then train alone and
 all would write the same folder) is refused with a message that says what to set.
 
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from model.datasets.shard_stream import RankPosition
 from model.training.checkpointing import (
     Checkpoint,
     TrainingState,
@@ -60,29 +60,6 @@ def check_launcher_world_size(accelerator) -> None:
             "On CPU set ACCELERATE_USE_CPU=true (gloo); on GPUs check that CUDA is visible to every process, "
             "or use `accelerate launch --num_processes N`."
         )
-
-
-def snr(noise_scheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    alphas_cumprod = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    return alphas_cumprod / (1.0 - alphas_cumprod)
-
-
-def noise_prediction_loss(scheduler, pred, latents, noise, timesteps, min_snr_gamma: float | None) -> torch.Tensor:
-    """MSE of the UNet's prediction against the scheduler's target (epsilon or v), optionally min-SNR weighted per
-    sample (``timesteps`` has one entry per row of ``latents``)."""
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"scheduler prediction_type {prediction_type!r} is not epsilon or v_prediction")
-    if min_snr_gamma is None:
-        return F.mse_loss(pred.float(), target.float())
-    s = snr(scheduler, timesteps)
-    weight = torch.clamp(s, max=min_snr_gamma) / (s + 1.0 if prediction_type == "v_prediction" else s)
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
-    return (per_sample * weight).mean()
 
 
 class Trainer:
@@ -134,7 +111,7 @@ class Trainer:
         # checkpoints hold the trained weights, not the frozen ones (a stage-2 checkpoint would else copy the UNet)
         self.checkpointed = {name for name, p in model.named_parameters() if p.requires_grad} | self.extra_checkpoint_keys(model)
         accelerator.register_save_state_pre_hook(self._keep_checkpointed_weights)
-        self.state = TrainingState(positions=[[0, 0, 0] for _ in range(accelerator.num_processes)])
+        self.state = TrainingState(positions=[RankPosition().to_dict() for _ in range(accelerator.num_processes)])
         if checkpoint is not None:
             self.before_resume(checkpoint.folder)
             self._check_checkpointed_keys(checkpoint)
@@ -153,8 +130,9 @@ class Trainer:
                 Path(tmp).write_text(json.dumps(to_dict(cfg), indent=2))
             accelerator.init_trackers(self.stage, config=_flat(to_dict(cfg)))
         self.validator = self.make_validator() if getattr(cfg, "validation", None) and cfg.validation.every and accelerator.is_main_process else None
-        stream = self.make_stream(start=self.state.positions[accelerator.process_index], rank=accelerator.process_index,
-                                  world_size=accelerator.num_processes)  # fmt: skip
+        start = self.state.positions[accelerator.process_index]
+        self.position = RankPosition(start)  # where this rank's stream stands after the batches used so far
+        stream = self.make_stream(start=start, rank=accelerator.process_index, world_size=accelerator.num_processes)
         # batch_size=None: the stream makes the batches (so they do not depend on the number of workers). Its own
         # generator: creating the iterator must not draw from the global RNG, which the checkpoint restores.
         loader = torch.utils.data.DataLoader(
@@ -172,7 +150,7 @@ class Trainer:
         """Load the frozen parts and return the module to train (its trainable parameters require grad)."""
         raise NotImplementedError
 
-    def make_stream(self, *, start: list[int], rank: int, world_size: int):
+    def make_stream(self, *, start: dict, rank: int, world_size: int):
         """The stage's :class:`model.datasets.shard_stream.ShardStream` for this rank, from the saved position ``start``."""
         raise NotImplementedError
 
@@ -264,11 +242,11 @@ class Trainer:
     # --------------------------------------------------------------------------------------------------- the loop
 
     def next_batch(self) -> dict:
-        """The next batch with at least one sample; failed samples are counted and logged, and a run where most
-        samples fail stops with a message naming the shards."""
+        """The next batch with at least one sample (the stream's empty items are passed over); failed samples are
+        counted and logged, and a run where most samples fail stops with a message naming the shards."""
         while True:
             batch = next(self.batches)
-            self.state.positions[self.accelerator.process_index] = batch["position"]
+            self.position.update(batch["position"])
             self.read += batch["raw"]
             for failure in batch["failures"]:
                 self.failed += 1
@@ -305,23 +283,31 @@ class Trainer:
                 self.optimizer.zero_grad()
             losses.append(float(accelerator.gather(loss.detach()).mean()))
             if accelerator.sync_gradients:
-                self._sync_positions()
+                self._sync_counts()
                 self.state.step += 1
                 return sum(losses) / len(losses)
 
-    def _sync_positions(self) -> None:
-        """Every rank's data position and counts, so the main process's checkpoint resumes every rank exactly."""
+    def _sync_counts(self) -> None:
+        """The samples read and failed by all processes (every step: small)."""
         accelerator, state = self.accelerator, self.state
-        mine = [*state.positions[accelerator.process_index], self.read, self.failed]  # n, epoch, first, read, failed
+        mine = [self.read, self.failed]
         if accelerator.num_processes == 1:
             every = [mine]
         else:
             mine_t = torch.tensor(mine, device=accelerator.device, dtype=torch.long)
             every = accelerator.gather(mine_t).view(accelerator.num_processes, len(mine)).tolist()
         samples, failed = self._totals_at_start
-        state.positions = [row[:3] for row in every]
-        state.samples = samples + sum(row[3] for row in every)
-        state.failed = failed + sum(row[4] for row in every)
+        state.samples = samples + sum(row[0] for row in every)
+        state.failed = failed + sum(row[1] for row in every)
+
+    def _sync_positions(self) -> None:
+        """Every rank's data position, so the main process's checkpoint resumes every rank exactly (at checkpoints
+        only: a position holds each stream's buffer, larger than a step's worth of traffic)."""
+        from accelerate.utils import gather_object
+
+        mine = self.position.to_dict()
+        every = [mine] if self.accelerator.num_processes == 1 else gather_object([mine])
+        self.state.positions = [dict(p) for p in every]
 
     def save_checkpoint(self) -> Path:
         """Every process writes into ``.checkpoint-NNNNNNN.partial``; the main process then renames it, so a killed
@@ -334,6 +320,7 @@ class Trainer:
         if accelerator.is_main_process:  # also what a killed run left behind
             for stale in final.parent.glob(".checkpoint-*.partial"):
                 shutil.rmtree(stale, ignore_errors=True)
+        self._sync_positions()
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()

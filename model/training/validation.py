@@ -29,7 +29,7 @@ class Stage1Validator:
 
     def __init__(self, cfg: Stage1Config, base: BaseModel, out_dir: Path) -> None:
         self.cfg, self.base, self.out_dir = cfg, base, out_dir
-        stream = LaionPoseStream(cfg.data.shards, resolution=cfg.data.resolution, seed=cfg.seed, epochs=1)
+        stream = LaionPoseStream(cfg.data.shards, resolution=cfg.data.resolution, seed=cfg.seed, num_streams=cfg.data.num_streams, epochs=1)
         samples = list(itertools.islice(stream.samples(), cfg.validation.num_poses))
         if not samples:
             raise ValueError(f"validation: no sample in {cfg.data.shards}")

@@ -1,0 +1,115 @@
+"""WebDataset samples read from a plain (uncompressed) tar shard with the byte offset of each, so that a stream can
+start reading a shard in the middle (a resumed run) or read one sample back alone.
+
+Samples follow WebDataset's rules (its ``base_plus_ext``): members are grouped by the name up to the first dot of the
+file name (``__key__``), the rest of the name, lowercased, is the field (``jpg``, ``pose.png``, ``000.jpg``);
+directories and ``__...__`` metadata members are skipped. A sample's offset is the byte offset of its first member's
+header, where a reader can :meth:`~io.IOBase.seek` to and parse from.
+
+Every shard is opened through :func:`open_shard`, one place that tests and ``bench/data_stream.py`` wrap to see which
+process opened which file and how many bytes it read.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from webdataset.tariterators import base_plus_ext
+
+
+class ShardReadError(tarfile.ReadError):
+    """A shard that cannot be read on from some point (cut, garbage, a repeated member name); ``str(err)`` says why."""
+
+
+def open_shard(url: str) -> BinaryIO:
+    """The shard's bytes as a seekable binary file (the one place shards are opened)."""
+    return open(url, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def is_empty_tar(url: str) -> bool:
+    """True for a tar with no member (what a writer leaves for a shard whose rows were all filtered out): only a
+    file of at most one tar record (10240 bytes) is opened, to read its first block."""
+    if os.path.getsize(url) > tarfile.RECORDSIZE:
+        return False
+    with open_shard(url) as file:
+        block = file.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE
+
+
+def read_samples(url: str, offset: int = 0) -> Iterator[tuple[int, dict, int]]:
+    """``(offset, sample, next_offset)`` for every sample of the shard from byte ``offset`` (0, or a sample's offset)
+    to its end; ``next_offset`` is where the next sample starts (or the end block after the last), where a reader
+    that stopped after this sample continues.
+
+    Raises :class:`ShardReadError` where the shard stops being a readable tar (after yielding the samples before);
+    the end of the shard must be a tar end-of-archive block, so a shard cut at a member boundary is found too.
+    """
+    with open_shard(url) as file:
+        file.seek(offset)
+        try:
+            tar = tarfile.TarFile(fileobj=file, mode="r", tarinfo=_Header)  # reads its first header at ``offset``
+        except tarfile.ReadError as err:
+            raise ShardReadError(f"no tar member at byte {offset}: {err}") from None
+        sample: dict | None = None
+        start = offset
+        while True:
+            try:
+                info = tar.next()
+            except tarfile.ReadError as err:
+                raise ShardReadError(f"bad tar header after byte {tar.offset}: {err}") from None
+            tar.members = []  # TarFile keeps every member it read; a long shard would pile them up
+            if info is None:
+                break
+            if not info.isreg() or info.name.startswith("__") and "/" not in info.name and info.name.endswith("__"):
+                continue
+            key, field = base_plus_ext(info.name)
+            if key is None:
+                continue
+            file.seek(info.offset_data)
+            data = file.read(info.size)
+            if len(data) != info.size:
+                raise ShardReadError(f"unexpected end of data: {info.name} is cut ({len(data)} of {info.size} bytes)")
+            file.seek(tar.offset)  # the next header (past the zero padding: TarFile then reads no byte of it)
+            if sample is not None and key != sample["__key__"]:
+                yield start, sample, info.offset
+                sample = None
+            if sample is None:
+                sample, start = {"__key__": key, "__url__": url}, info.offset
+            field = field.lower()
+            if field in sample:
+                raise ShardReadError(f"{info.name}: the member name is repeated within sample {key}")
+            sample[field] = data
+        if not getattr(tar, "end_block_seen", False):
+            raise ShardReadError(
+                f"unexpected end of data: no end-of-archive block at byte {tar.offset} (the shard is cut or damaged there)"
+            )
+        if sample is not None:
+            yield start, sample, tar.offset
+
+
+def read_sample_at(url: str, offset: int) -> dict:
+    """The one sample that starts at byte ``offset`` of the shard, reading no further than the next member's header
+    (ShardReadError when there is none)."""
+    reader = read_samples(url, offset)
+    try:
+        for _, sample, _ in reader:
+            return sample
+    finally:
+        reader.close()
+    raise ShardReadError(f"no sample at byte {offset}")
+
+
+class _Header(tarfile.TarInfo):
+    """TarFile's member headers, noting on the TarFile when it met the zero block that ends an archive: TarFile
+    itself takes that, a cut file, and a header that does not parse (after the first) alike for the end."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.end_block_seen = True
+            raise
