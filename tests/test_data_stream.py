@@ -181,3 +181,26 @@ def test_a_position_of_an_older_fyp_train_is_refused_with_the_reason():
         TrainingState.from_dict({"step": 2, "samples": 4, "failed": 0, "positions": [[4, 0, 0]]}, "x.json")
     with pytest.raises(DamagedCheckpoint, match="positions.0., stream 3: not a data stream position"):
         TrainingState.from_dict({"step": 2, "samples": 4, "failed": 0, "positions": [{"cursor": [1, 0], "streams": {"3": {"epoch": -1}}}]}, "x.json")
+
+
+def test_an_empty_shard_is_left_out_and_a_missing_one_is_a_counted_failure(clips_dir, tmp_path):
+    import shutil
+
+    from model.datasets.tar_samples import is_empty_tar
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for shard in shard_files(clips_dir):
+        shutil.copy(shard, folder / shard.name)
+    with tarfile.open(folder / "99999.tar", "w"):  # a shard whose rows were all filtered out
+        pass
+    assert is_empty_tar(str(folder / "99999.tar")) and not any(is_empty_tar(str(s)) for s in shard_files(clips_dir))
+    stream = clip_stream(folder, epochs=1, batch_size=1)
+    assert len(stream.urls) == 4 and str(folder / "99999.tar") not in stream.urls
+    gone = stream.urls[0]
+    Path(gone).unlink()  # a shard that disappears while the run goes on
+    batches = [b for b in stream if b["raw"]]
+    failures = [f for b in batches for f in b["failures"]]
+    assert [(f.key, f.shard) for f in failures] == [("(shard)", gone)] and "FileNotFoundError" in failures[0].reason
+    original = {s.name: s for s in shard_files(clips_dir)}[Path(gone).name]
+    assert sum(b["num_samples"] for b in batches) == 7 - len(raw_samples(original))

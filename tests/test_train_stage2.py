@@ -115,7 +115,7 @@ def test_bad_samples_become_counted_failures(clips_dir, tmp_path):
     reasons = {f.key: f.reason for b in batches for f in b["failures"]}
     assert set(reasons) == {"broken", "an_image"} and "does not decode" in reasons["broken"]
     assert "no mp4 and no numbered jpg" in reasons["an_image"]
-    assert [b["position"]["state"]["sample"] for b in batches] == [2, 4]  # where the shard's reader stands after each
+    assert [json.loads(b["position"]["state"])["sample"] for b in batches] == [2, 4]  # where the shard's reader stands after each
     assert all(f.shard == str(shard) for b in batches for f in b["failures"])
 
 

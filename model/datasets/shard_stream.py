@@ -19,7 +19,7 @@ have ended, each stream's last batch possibly short.
 
 A sample that fails to decode (corrupt bytes, a clip too short, ...) is left out of its batch and reported in the
 batch's ``failures``; a batch whose samples all fail comes out empty and the trainer moves on. Every item carries
-``position`` (None for fillers): its round and slot, and the state of its stream after it. A trainer folds them into
+``position`` (None for fillers): its round and slot, and the state of its stream after it (a JSON string). A trainer folds them into
 a :class:`RankPosition`, saves that, and resumes exactly there (``start``): each stream reads back only the samples
 its buffer held and goes on from its shard and byte offset; no earlier shard is read.
 
@@ -104,7 +104,8 @@ def resolve_shards(shards: str, *, member: str = "shard") -> list[str]:
 
 class RankPosition:
     """Where a rank's stream continues: the next (round, slot) and the state of each stream that has given a batch.
-    ``update`` folds in one item's ``position``; ``to_dict`` is JSON (a checkpoint's ``positions`` entry)."""
+    ``update`` folds in one item's ``position`` (a stream's state comes as a JSON string); ``to_dict`` is JSON (a
+    checkpoint's ``positions`` entry)."""
 
     def __init__(self, data: dict | None = None) -> None:
         data = data or {"cursor": [0, 0], "streams": {}}
@@ -118,7 +119,8 @@ class RankPosition:
             self.streams[str(position["stream"])] = position["state"]
 
     def to_dict(self) -> dict:
-        return {"cursor": list(self.cursor), "streams": dict(self.streams)}
+        streams = {k: json.loads(v) if isinstance(v, str) else v for k, v in self.streams.items()}
+        return {"cursor": list(self.cursor), "streams": streams}
 
 
 def check_rank_position(data, where: str) -> dict:
@@ -213,7 +215,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                     live.discard(k)
                     yield None, {"round": t, "slot": k}
                 else:
-                    yield got[0], {"round": t, "slot": k, "stream": self.slots[k], "state": got[1]}
+                    state = json.dumps(got[1], separators=(",", ":"))  # one string: the DataLoader passes it as is
+                    yield got[0], {"round": t, "slot": k, "stream": self.slots[k], "state": state}
             for _ in range(per_round - len(mine)):
                 yield None, None
             t += 1
@@ -267,3 +270,16 @@ class ShardStream(torch.utils.data.IterableDataset):
         batch = self.collate(good) if good else {}
         batch.update(num_samples=len(good), failures=failures, raw=len(items), position=position)
         return batch
+
+
+def pass_through(item):
+    """The DataLoader's collate for a stream's items: they are batches already (its default would walk them)."""
+    return item
+
+
+def make_loader(stream: ShardStream, num_workers: int) -> torch.utils.data.DataLoader:
+    """The DataLoader of a trainer over ``stream``: the stream makes the batches (so they do not depend on the
+    number of workers), passed on as they are. Its own generator: creating the iterator must not draw from the
+    global RNG, which a checkpoint restores."""
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=pass_through,
+                                       generator=torch.Generator(), persistent_workers=False)  # fmt: skip

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from model.datasets.shard_stream import RankPosition
+from model.datasets.shard_stream import RankPosition, make_loader
 from model.training.checkpointing import (
     Checkpoint,
     TrainingState,
@@ -133,12 +133,7 @@ class Trainer:
         start = self.state.positions[accelerator.process_index]
         self.position = RankPosition(start)  # where this rank's stream stands after the batches used so far
         stream = self.make_stream(start=start, rank=accelerator.process_index, world_size=accelerator.num_processes)
-        # batch_size=None: the stream makes the batches (so they do not depend on the number of workers). Its own
-        # generator: creating the iterator must not draw from the global RNG, which the checkpoint restores.
-        loader = torch.utils.data.DataLoader(
-            stream, batch_size=None, num_workers=cfg.data.num_workers, generator=torch.Generator(),
-            persistent_workers=False,
-        )  # fmt: skip
+        loader = make_loader(stream, cfg.data.num_workers)
         self.batches = iter(loader)
 
     # ----------------------------------------------------------------------------------------- a stage supplies
