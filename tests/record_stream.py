@@ -23,7 +23,8 @@ def make_stream(kind: str, data: str, rank: int, world_size: int):
     from model.datasets.hdvila_clips import HdvilaClipStream
     from model.datasets.laion_pose import LaionPoseStream
 
-    split = dict(seed=7, shuffle_buffer=3, batch_size=2, num_streams=64, rank=rank, world_size=world_size, epochs=1)
+    # 4 streams over 4-5 shards: several rounds, fillers with 3 workers, streams that end at different rounds
+    split = dict(seed=7, shuffle_buffer=3, batch_size=1, num_streams=4, rank=rank, world_size=world_size, epochs=1)
     if kind == "laion":
         return LaionPoseStream(data, resolution=64, **split)
     return HdvilaClipStream(data, num_frames=2, resolution=64, **split)

@@ -95,23 +95,28 @@ def test_a_resumed_stream_continues_exactly_and_reads_no_earlier_shard(clips_dir
     straight = list(clip_stream(clips_dir, **split))
     keys = [b["keys"] for b in straight if b["num_samples"]]
     assert sum(len(k) for k in keys) == 7
-    position = RankPosition()
-    for b in straight[:6]:
-        position.update(b["position"])
-    saved = json.loads(json.dumps(position.to_dict()))  # as a checkpoint stores it
-    done = sum(b["num_samples"] for b in straight[:6])
-    with record_opens(tmp_path / "opens"):
-        loader = torch.utils.data.DataLoader(clip_stream(clips_dir, start=saved, **split), batch_size=None, num_workers=2)
-        resumed = [b["keys"] for b in loader if b["num_samples"]]
-    assert resumed == keys[done:]
     stream = clip_stream(clips_dir, **split)
-    allowed, skipped = set(), set()
-    for number, state in saved["streams"].items():
-        shards = [stream.urls[i] for i in stream.plan.shards(int(number), 0)]
-        allowed |= set(shards[state["shard"]:]) | {shards[i] for i, _ in state["buffer"]}
-        skipped |= set(shards[: state["shard"]]) - {shards[i] for i, _ in state["buffer"]}
-    opened = {o["url"] for o in read_opens(tmp_path / "opens")}
-    assert opened <= allowed and skipped and not opened & skipped
+    cuts = 0
+    for cut in range(1, len(straight)):  # a checkpoint after every item
+        position = RankPosition()
+        for b in straight[:cut]:
+            position.update(b["position"])
+        saved = json.loads(json.dumps(position.to_dict()))  # as a checkpoint stores it
+        done = sum(b["num_samples"] for b in straight[:cut])
+        with record_opens(tmp_path / f"opens{cut}"):
+            loader = torch.utils.data.DataLoader(clip_stream(clips_dir, start=saved, **split), batch_size=None, num_workers=2)
+            resumed = [b["keys"] for b in loader if b["num_samples"]]
+        assert resumed == keys[done:], cut
+        allowed, skipped = set(), set()
+        for number in range(stream.plan.num_streams):  # a stream without a saved state starts at its first shard
+            state = saved["streams"].get(str(number), {"shard": 0, "buffer": []})
+            shards = [stream.urls[i] for i in stream.plan.shards(number, 0)]
+            allowed |= set(shards[state["shard"] :]) | {shards[i] for i, _ in state["buffer"]}
+            skipped |= set(shards[: state["shard"]]) - {shards[i] for i, _ in state["buffer"]}
+        opened = {o["url"] for o in read_opens(tmp_path / f"opens{cut}")}
+        assert opened <= allowed and not opened & skipped, cut
+        cuts += bool(skipped)
+    assert cuts >= 3  # several checkpoints past a whole shard that the resume did not open
 
 
 def test_resuming_under_a_different_number_of_workers_gives_the_same_infinite_stream(laion_dir):
@@ -144,15 +149,15 @@ def _fold(items: list[dict]) -> dict:
 
 
 def test_samples_of_a_shard_read_back_alone_by_their_offsets(clips_dir, tmp_path):
-    from model.datasets.tar_samples import ShardReadError, read_sample_at, read_samples
+    from model.datasets.tar_samples import ShardReadError, read_samples, read_samples_at
 
     shard = shard_files(clips_dir)[0]
     read = list(read_samples(str(shard)))
     assert [s["__key__"] for _, s, _ in read] == [s["__key__"] for s in raw_samples(shard)]
     assert all(after == nxt for (_, _, after), (nxt, _, _) in zip(read, read[1:]))
-    for offset, sample, _ in read:
-        alone = read_sample_at(str(shard), offset)
-        assert alone.keys() == sample.keys() and all(alone[k] == sample[k] for k in sample)
+    alone = read_samples_at(str(shard), [offset for offset, _, _ in read][::-1])
+    for (_, sample, _), back in zip(read, alone[::-1]):
+        assert back.keys() == sample.keys() and all(back[k] == sample[k] for k in sample)
     assert list(read_samples(str(shard), read[-1][2])) == []  # from the end: nothing, and no error
     cut = tmp_path / "cut.tar"
     cut.write_bytes(shard.read_bytes()[: read[-1][0]])  # cut exactly at the last sample's first header
@@ -204,3 +209,40 @@ def test_an_empty_shard_is_left_out_and_a_missing_one_is_a_counted_failure(clips
     assert [(f.key, f.shard) for f in failures] == [("(shard)", gone)] and "FileNotFoundError" in failures[0].reason
     original = {s.name: s for s in shard_files(clips_dir)}[Path(gone).name]
     assert sum(b["num_samples"] for b in batches) == 7 - len(raw_samples(original))
+    with pytest.raises(ValueError, match="the saved data position is for other shards"):
+        clip_stream(folder, start={"cursor": [0, 0], "streams": {}, "data": "0123456789abcdef"})
+    (tmp_path / "gz").mkdir()
+    shutil.copy(shard_files(clips_dir)[0], tmp_path / "gz" / "a.tar.gz")
+    with pytest.raises(ValueError, match="a compressed shard; the stream reads plain .tar shards"):
+        clip_stream(str(tmp_path / "gz" / "a.tar.gz"))
+    with tarfile.open(tmp_path / "dirs.tar", "w") as tar:  # a readable tar with no sample: a named failure, not a crash
+        tar.add(tmp_path / "gz", arcname="just_a_folder", recursive=False)
+    items = [b for b in clip_stream(tmp_path / "dirs.tar", epochs=2) if b["raw"]]
+    assert [(f.key, f.reason) for b in items for f in b["failures"]] == 2 * [("(stream)", "the stream's shards of this epoch hold no sample")]
+    from model.datasets.virtual_stream import fresh_state
+
+    with pytest.raises(ValueError, match=r"names stream\(s\) 5, which rank 0 does not have here \(3 shards with samples make 3 streams"):
+        clip_stream(folder, start={"cursor": [2, 0], "streams": {"5": fresh_state()}})
+
+
+@pytest.mark.parametrize("kind", ["member", "pax"])
+def test_a_header_that_claims_more_bytes_than_the_shard_holds_is_refused_before_reading(tmp_path, kind):
+    import io
+
+    from model.datasets.tar_samples import ShardReadError, read_samples
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    data = bytearray(buf.getvalue())
+    forged = tarfile.TarInfo("b.bin" if kind == "member" else "././@PaxHeader")
+    forged.type = tarfile.REGTYPE if kind == "member" else tarfile.XHDTYPE
+    forged.size = 2**62  # reading it would ask for 4 EiB: MemoryError, which no shard should cause
+    data[1024:1536] = forged.tobuf(tarfile.GNU_FORMAT)[-512:]  # in place of the end block (GNU: base-256 size)
+    (tmp_path / "forged.tar").write_bytes(bytes(data))
+    reader = read_samples(str(tmp_path / "forged.tar"))
+    expected = r"b.bin is cut \(\d+ of 4611686018427387904 bytes\)" if kind == "member" else "an extended header claims 4611686018427387904 bytes"
+    with pytest.raises(ShardReadError, match=expected):
+        list(reader)

@@ -29,9 +29,11 @@ offset)`` of the sample, so it depends neither on workers nor on resumption.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,6 +104,17 @@ def resolve_shards(shards: str, *, member: str = "shard") -> list[str]:
     return listed
 
 
+COMPRESSED = (".gz", ".tgz", ".bz2", ".xz", ".zst", ".lz4")
+
+
+def data_fingerprint(urls: list[str]) -> str:
+    """A short hash of the shards' file names and sizes, in order: a saved position fits only the same shards."""
+    digest = hashlib.sha256()
+    for url in urls:
+        digest.update(f"{Path(url).name}\t{os.path.getsize(url)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 class RankPosition:
     """Where a rank's stream continues: the next (round, slot) and the state of each stream that has given a batch.
     ``update`` folds in one item's ``position`` (a stream's state comes as a JSON string); ``to_dict`` is JSON (a
@@ -110,6 +123,7 @@ class RankPosition:
     def __init__(self, data: dict | None = None) -> None:
         data = data or {"cursor": [0, 0], "streams": {}}
         self.cursor, self.streams = list(data["cursor"]), dict(data["streams"])
+        self.data: str | None = data.get("data")  # the fingerprint of the shards it is a position in
 
     def update(self, position: dict | None) -> None:
         if position is None:
@@ -120,14 +134,15 @@ class RankPosition:
 
     def to_dict(self) -> dict:
         streams = {k: json.loads(v) if isinstance(v, str) else v for k, v in self.streams.items()}
-        return {"cursor": list(self.cursor), "streams": streams}
+        return {"cursor": list(self.cursor), "streams": streams, **({"data": self.data} if self.data else {})}
 
 
 def check_rank_position(data, where: str) -> dict:
     """ValueError naming ``where`` unless ``data`` is a :class:`RankPosition` dict."""
     cursor = data.get("cursor") if isinstance(data, dict) else None
     if not (isinstance(cursor, list) and len(cursor) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cursor)
-            and isinstance(data.get("streams"), dict) and all(isinstance(k, str) and k.isdigit() for k in data["streams"])):  # fmt: skip
+            and isinstance(data.get("streams"), dict) and all(isinstance(k, str) and k.isdigit() for k in data["streams"])
+            and isinstance(data.get("data", ""), str)):  # fmt: skip
         raise ValueError(f"{where}: not a data position (cursor [round, slot] and streams by number)")
     for stream, state in data["streams"].items():
         check_state(state, f"{where}, stream {stream}")
@@ -160,6 +175,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad stream split: batch_size {batch_size}, rank {rank}, world_size {world_size}")
         listed = resolve_shards(shards, member=self.member)
+        compressed = [url for url in listed if url.lower().endswith(COMPRESSED)]
+        if compressed:
+            raise ValueError(f"{compressed[0]}: a compressed shard; the stream reads plain .tar shards (it seeks into them), as pose-data writes them")
         self.urls = [url for url in listed if not is_empty_tar(url)]  # shards whose rows were all filtered out
         if not self.urls:
             raise ValueError(f"the shards hold no sample: {', '.join(listed[:3])}{' ...' if len(listed) > 3 else ''}")
@@ -170,6 +188,24 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.start = RankPosition(check_rank_position(start, "start") if start is not None else None)
         self.rank, self.world_size = rank, world_size
         self.slots = self.plan.streams(rank)  # slot k of this rank is stream self.slots[k]
+        self.fingerprint = data_fingerprint(self.urls)
+        if self.start.data is not None and self.start.data != self.fingerprint:
+            raise ValueError(
+                "the saved data position is for other shards (their names or sizes changed since the checkpoint): "
+                "resume on the data the run was started on, or start again"
+            )
+        smallest, largest = len(self.urls) // self.plan.num_streams, -(-len(self.urls) // self.plan.num_streams)
+        if largest > smallest and largest > 1.25 * smallest:
+            log.warning("%d shards make %d streams of %d to %d shards: the samples of the smaller streams are seen up to "
+                        "%.1fx as often; a data.num_streams that divides the shard count (or more shards per stream) evens "
+                        "it out", len(self.urls), self.plan.num_streams, smallest, largest, largest / smallest)  # fmt: skip
+        foreign = sorted(set(self.start.streams) - {str(s) for s in self.slots}, key=int)
+        if foreign:
+            raise ValueError(
+                f"the saved data position names stream(s) {', '.join(foreign)}, which rank {rank} does not have here "
+                f"({len(self.urls)} shards with samples make {self.plan.num_streams} streams for {world_size} processes): "
+                "the data changed since the checkpoint"
+            )
 
     # ---------------------------------------------------------------------------------------------- subclass API
 
@@ -279,7 +315,8 @@ def pass_through(item):
 
 def make_loader(stream: ShardStream, num_workers: int) -> torch.utils.data.DataLoader:
     """The DataLoader of a trainer over ``stream``: the stream makes the batches (so they do not depend on the
-    number of workers), passed on as they are. Its own generator: creating the iterator must not draw from the
+    number of workers), passed on as they are, in the order the workers take turns (``in_order``: what makes the
+    batches independent of the number of workers). Its own generator: creating the iterator must not draw from the
     global RNG, which a checkpoint restores."""
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=pass_through,
-                                       generator=torch.Generator(), persistent_workers=False)  # fmt: skip
+                                       generator=torch.Generator(), persistent_workers=False, in_order=True)  # fmt: skip

@@ -19,12 +19,13 @@ stream goes on with its next shard.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from model.datasets.stream_plan import StreamPlan
-from model.datasets.tar_samples import ShardReadError, read_sample_at, read_samples
+from model.datasets.tar_samples import ShardReadError, read_samples, read_samples_at
 
 STATE_KEYS = ("epoch", "shard", "offset", "sample", "emitted")
 UNREADABLE = (ShardReadError, OSError)
@@ -74,7 +75,7 @@ class VirtualStream:
     def items(self) -> Iterator[Item]:
         """The stream's items from its state on, over epochs (until ``epochs`` when set)."""
         pos = self.pos
-        self.buffer = [self._read_back(where) for where in self._buffer_at]
+        self.buffer = self._read_back(self._buffer_at)
         while self.epochs is None or pos["epoch"] < self.epochs:
             shards = self.plan.shards(self.stream, pos["epoch"])
             gave = pos["emitted"] + len(self.buffer) > 0 or pos["shard"] > 0
@@ -89,9 +90,10 @@ class VirtualStream:
                         yield self._give()
             while self.buffer:
                 yield self._give()
-            if not gave:
-                names = ", ".join(self.urls[i] for i in shards[:3])
-                raise ValueError(f"the shards hold no sample: {names}{' ...' if len(shards) > 3 else ''}")
+            if not gave:  # readable tars without a sample (only directories or metadata): one failure, named
+                names = ", ".join(self.urls[i] for i in shards[:3]) + (" ..." if len(shards) > 3 else "")
+                yield Item(f"{pos['epoch']}:none", [0, 0], {"__key__": "(stream)", "__url__": names,
+                                                            "__error__": "the stream's shards of this epoch hold no sample"})  # fmt: skip
             pos.update(epoch=pos["epoch"] + 1, shard=0, offset=0, sample=0, emitted=0)
 
     def _read_shard(self, shards: list[int]) -> Iterator[Item]:
@@ -105,24 +107,32 @@ class VirtualStream:
                 pos.update(offset=after, sample=pos["sample"] + 1)
                 yield Item(f"{pos['epoch']}:{index}:{offset}", [shard, offset], raw)
         except UNREADABLE as err:
+            _fatal_if_out_of_files(err)
             failure = {"__key__": "(shard)", "__url__": url, "__error__": f"the shard cannot be read on: {_reason(err)}"}
             pos.update(shard=shard + 1, offset=0, sample=0)
             yield Item(f"{pos['epoch']}:{index}:error", [shard, 0], failure)
             return
         pos.update(shard=shard + 1, offset=0, sample=0)
 
-    def _read_back(self, where: list[int]) -> Item:
-        """A buffered sample of a saved state, read alone from its shard and offset."""
-        shard, offset = where
-        shards = self.plan.shards(self.stream, self.pos["epoch"])
-        if shard >= len(shards):
-            raise ValueError(f"stream {self.stream}: a buffered sample in shard {shard} of {len(shards)}: the data changed since the checkpoint")
-        index, url = shards[shard], self.urls[shards[shard]]
-        try:
-            raw = read_sample_at(url, offset)
-        except UNREADABLE as err:
-            raw = {"__key__": "(shard)", "__url__": url, "__error__": f"a buffered sample cannot be read back: {_reason(err)}"}
-        return Item(f"{self.pos['epoch']}:{index}:{offset}", [shard, offset], raw)
+    def _read_back(self, wheres: list[list[int]]) -> list[Item]:
+        """The buffered samples of a saved state, each read alone from its shard and offset (each shard opened once)."""
+        epoch = self.pos["epoch"]
+        shards = self.plan.shards(self.stream, epoch)
+        by_shard: dict[int, list[int]] = {}
+        for shard, offset in wheres:
+            if shard >= len(shards):
+                raise ValueError(f"stream {self.stream}: a buffered sample in shard {shard} of {len(shards)}: the data changed since the checkpoint")
+            by_shard.setdefault(shard, []).append(offset)
+        read: dict[tuple[int, int], dict] = {}
+        for shard, offsets in by_shard.items():
+            url = self.urls[shards[shard]]
+            try:
+                raws = read_samples_at(url, offsets)
+            except UNREADABLE as err:
+                _fatal_if_out_of_files(err)
+                raws = [{"__key__": "(shard)", "__url__": url, "__error__": f"a buffered sample cannot be read back: {_reason(err)}"}] * len(offsets)
+            read.update(((shard, offset), raw) for offset, raw in zip(offsets, raws))
+        return [Item(f"{epoch}:{shards[shard]}:{offset}", [shard, offset], read[shard, offset]) for shard, offset in wheres]
 
     def _give(self) -> Item:
         """Take the buffered sample the hash picks (the last one takes its place)."""
@@ -132,6 +142,12 @@ class VirtualStream:
         self.buffer[i], self.buffer[-1] = self.buffer[-1], self.buffer[i]
         pos["emitted"] += 1
         return self.buffer.pop()
+
+
+def _fatal_if_out_of_files(err: Exception) -> None:
+    """Running out of file handles is the machine's problem, not the shard's: stop rather than count it."""
+    if isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE):
+        raise err
 
 
 def _reason(err: Exception) -> str:

@@ -41,7 +41,7 @@ def check_number(name: str, value, *, minimum: float | None = None, above: float
 
 
 #: The most virtual data streams of a run (each holds a shuffle buffer and, in its worker, an open shard).
-MAX_STREAMS = 4096
+MAX_STREAMS = 1024
 #: The largest training or validation resolution (pixels a side): SD 1.x trains at 512.
 MAX_RESOLUTION = 4096
 #: The most denoising steps of a validation sample: SD's DDIM (1000 training timesteps, steps_offset 1) reaches

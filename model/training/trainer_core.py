@@ -133,6 +133,7 @@ class Trainer:
         start = self.state.positions[accelerator.process_index]
         self.position = RankPosition(start)  # where this rank's stream stands after the batches used so far
         stream = self.make_stream(start=start, rank=accelerator.process_index, world_size=accelerator.num_processes)
+        self.position.data = stream.fingerprint
         loader = make_loader(stream, cfg.data.num_workers)
         self.batches = iter(loader)
 
