@@ -246,3 +246,38 @@ def test_a_header_that_claims_more_bytes_than_the_shard_holds_is_refused_before_
     expected = r"b.bin is cut \(\d+ of 4611686018427387904 bytes\)" if kind == "member" else "an extended header claims 4611686018427387904 bytes"
     with pytest.raises(ShardReadError, match=expected):
         list(reader)
+
+
+@pytest.mark.parametrize("where", ["header", "pax", "sparse"])
+def test_a_forged_negative_size_or_bad_pax_record_ends_the_shard_as_a_failure(tmp_path, where):
+    """A negative size would send TarFile back to a header it already read (a reader that never ends, on Python
+    3.11.7); a bad PAX record raises a ValueError inside tarfile. Both must end the shard as a ShardReadError."""
+    import io
+
+    from model.datasets.tar_samples import ShardReadError, read_samples
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        folder = tarfile.TarInfo("a_folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        member = tarfile.TarInfo("k.txt")
+        member.size = 3
+        if where == "pax":
+            member.pax_headers = {"size": "-2048"}
+        elif where == "sparse":
+            member.pax_headers = {"GNU.sparse.map": "x,y"}
+        tar.addfile(member, io.BytesIO(b"abc"))
+    data = bytearray(buf.getvalue())
+    if where == "header":  # the member's own header: a base-256 size of -2048
+        info = tarfile.TarInfo("k.txt")
+        info.size = 3
+        header = bytearray(info.tobuf(tarfile.GNU_FORMAT)[-512:])
+        header[124:136] = b"\xff" * 10 + (-2048 & 0xFFFF).to_bytes(2, "big")
+        header[148:156] = b"        "
+        header[148:156] = b"%06o\0 " % sum(header)
+        start = bytes(data).index(b"k.txt")  # its ustar header
+        data[start : start + 512] = header
+    (tmp_path / "forged.tar").write_bytes(bytes(data))
+    with pytest.raises(ShardReadError):
+        list(read_samples(str(tmp_path / "forged.tar")))

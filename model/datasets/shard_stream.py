@@ -104,7 +104,7 @@ def resolve_shards(shards: str, *, member: str = "shard") -> list[str]:
     return listed
 
 
-COMPRESSED = (".gz", ".tgz", ".bz2", ".xz", ".zst", ".lz4")
+COMPRESSED = (".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".lzma", ".zst", ".tzst", ".lz4")
 
 
 def data_fingerprint(urls: list[str]) -> str:
@@ -142,7 +142,7 @@ def check_rank_position(data, where: str) -> dict:
     cursor = data.get("cursor") if isinstance(data, dict) else None
     if not (isinstance(cursor, list) and len(cursor) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cursor)
             and isinstance(data.get("streams"), dict) and all(isinstance(k, str) and k.isdigit() for k in data["streams"])
-            and isinstance(data.get("data", ""), str)):  # fmt: skip
+            and (isinstance(data.get("data"), str) and data["data"] or "data" not in data)):  # fmt: skip
         raise ValueError(f"{where}: not a data position (cursor [round, slot] and streams by number)")
     for stream, state in data["streams"].items():
         check_state(state, f"{where}, stream {stream}")
@@ -189,7 +189,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.slots = self.plan.streams(rank)  # slot k of this rank is stream self.slots[k]
         self.fingerprint = data_fingerprint(self.urls)
-        if self.start.data is not None and self.start.data != self.fingerprint:
+        if self.start.data and self.start.data != self.fingerprint:
             raise ValueError(
                 "the saved data position is for other shards (their names or sizes changed since the checkpoint): "
                 "resume on the data the run was started on, or start again"
@@ -315,8 +315,8 @@ def pass_through(item):
 
 def make_loader(stream: ShardStream, num_workers: int) -> torch.utils.data.DataLoader:
     """The DataLoader of a trainer over ``stream``: the stream makes the batches (so they do not depend on the
-    number of workers), passed on as they are, in the order the workers take turns (``in_order``: what makes the
-    batches independent of the number of workers). Its own generator: creating the iterator must not draw from the
-    global RNG, which a checkpoint restores."""
+    number of workers), passed on as they are, in the order the workers take turns (the DataLoader's default,
+    ``in_order``, which the independence of the worker count rests on). Its own generator: creating the iterator
+    must not draw from the global RNG, which a checkpoint restores."""
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=pass_through,
-                                       generator=torch.Generator(), persistent_workers=False, in_order=True)  # fmt: skip
+                                       generator=torch.Generator(), persistent_workers=False)  # fmt: skip

@@ -58,17 +58,19 @@ def read_samples(url: str, offset: int = 0) -> Iterator[tuple[int, dict, int]]:
         yield from _samples(file, url, offset)
 
 
-def read_samples_at(url: str, offsets: list[int]) -> list[dict]:
-    """The samples that start at each of ``offsets`` (a shard opened once; each read up to the next sample's first
-    header, no further); ShardReadError when one is not there."""
-    found = []
+def read_samples_at(url: str, offsets: list[int]) -> list[dict | ShardReadError]:
+    """The sample that starts at each of ``offsets``, or the ShardReadError that says why there is none (the shard
+    opened once; each sample read up to the next one's first header, no further). OSError when it cannot be opened."""
+    found: list[dict | ShardReadError] = []
     with open_shard(url) as file:
         for offset in offsets:
             reader = _samples(file, url, offset)
             try:
                 found.append(next(reader)[1])
             except StopIteration:
-                raise ShardReadError(f"no sample at byte {offset}") from None
+                found.append(ShardReadError(f"no sample at byte {offset}"))
+            except ShardReadError as err:
+                found.append(err)
             finally:
                 reader.close()
     return found
@@ -79,18 +81,21 @@ def _samples(file: BinaryIO, url: str, offset: int) -> Iterator[tuple[int, dict,
     file.seek(offset)
     try:
         tar = _Tar(size, fileobj=file, mode="r", tarinfo=_Header)  # reads its first header at ``offset``
-    except (tarfile.ReadError, MemoryError, OverflowError) as err:
-        raise ShardReadError(f"no tar member at byte {offset}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - tarfile raises ValueError, IndexError, ... on forged headers
+        raise ShardReadError(f"no tar member at byte {offset}: {type(err).__name__}: {err}") from None
     sample: dict | None = None
     start = offset
     while True:
+        before = tar.offset
         try:
             info = tar.next()
-        except (tarfile.ReadError, MemoryError, OverflowError) as err:
-            raise ShardReadError(f"bad tar header after byte {tar.offset}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - as above
+            raise ShardReadError(f"bad tar header after byte {before}: {type(err).__name__}: {err}") from None
         tar.members = []  # TarFile keeps every member it read; a long shard would pile them up
         if info is None:
             break
+        if info.size < 0 or tar.offset <= info.offset:  # a forged size would send the reader back: it would never end
+            raise ShardReadError(f"bad tar header at byte {info.offset}: {info.name} has size {info.size}")
         if not info.isreg() or info.name.startswith("__") and "/" not in info.name and info.name.endswith("__"):
             continue
         key, field = base_plus_ext(info.name)
@@ -141,6 +146,8 @@ class _Header(tarfile.TarInfo):
 
     def _proc_member(self, tar):
         extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+        if self.size < 0:
+            raise tarfile.SubsequentHeaderError(f"a header claims a negative size ({self.size})")
         if self.type in extended:
             left = tar.shard_size - tar.fileobj.tell()
             if self.size > min(MAX_EXTENDED_HEADER, left):

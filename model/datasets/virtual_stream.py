@@ -128,10 +128,13 @@ class VirtualStream:
             url = self.urls[shards[shard]]
             try:
                 raws = read_samples_at(url, offsets)
-            except UNREADABLE as err:
+            except OSError as err:
                 _fatal_if_out_of_files(err)
-                raws = [{"__key__": "(shard)", "__url__": url, "__error__": f"a buffered sample cannot be read back: {_reason(err)}"}] * len(offsets)
-            read.update(((shard, offset), raw) for offset, raw in zip(offsets, raws))
+                raws = [err] * len(offsets)
+            for offset, raw in zip(offsets, raws):
+                if isinstance(raw, Exception):
+                    raw = {"__key__": "(shard)", "__url__": url, "__error__": f"a buffered sample cannot be read back: {_reason(raw)}"}
+                read[shard, offset] = raw
         return [Item(f"{epoch}:{shards[shard]}:{offset}", [shard, offset], read[shard, offset]) for shard, offset in wheres]
 
     def _give(self) -> Item:
