@@ -14,6 +14,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a torchrun rendezvous or a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Route:
     def __init__(self, body: bytes, content_type: str = "image/jpeg", status: int = 200, delay: float = 0.0):
         self.body, self.content_type, self.status, self.delay = body, content_type, status, delay

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import av
 import pytest
 
 from app_models import SIZE, make_tiny_parts
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CARPHONE = Path(str(resources.files("pose_data") / "sample_data" / "driving" / "carphone.mp4"))
@@ -66,12 +66,6 @@ def browser(tmp_path_factory):
     driver.downloads = downloads
     yield driver
     driver.quit()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

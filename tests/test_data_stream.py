@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from clip_shards import build_clip_shards, raw_samples
-from conftest import REPO
+from conftest import REPO, free_port
 from laion_shards import build_laion_pose_shards
 from stream_records import read_opens, record_opens
 
@@ -54,12 +54,7 @@ def tar_bytes(path: str) -> int:
 @pytest.mark.parametrize("world", [1, 2])
 def test_each_shard_is_read_once_per_epoch_and_batches_do_not_depend_on_workers_under_torchrun(tmp_path, laion_dir, clips_dir, world):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(port), str(REPO / "tests" / "record_stream.py"),
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(free_port()), str(REPO / "tests" / "record_stream.py"),
            str(tmp_path), f"laion={laion_dir}", f"clips={clips_dir}"]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -89,7 +84,6 @@ def test_each_shard_is_read_once_per_epoch_and_batches_do_not_depend_on_workers_
 
 
 def test_a_resumed_stream_continues_exactly_and_reads_no_earlier_shard(clips_dir, tmp_path):
-    from model.datasets.shard_stream import RankPosition
 
     split = dict(num_streams=2, shuffle_buffer=3, batch_size=1, seed=11, epochs=1)  # 2 streams of 2 shards each
     straight = list(clip_stream(clips_dir, **split))
@@ -98,10 +92,7 @@ def test_a_resumed_stream_continues_exactly_and_reads_no_earlier_shard(clips_dir
     stream = clip_stream(clips_dir, **split)
     cuts = 0
     for cut in range(1, len(straight)):  # a checkpoint after every item
-        position = RankPosition()
-        for b in straight[:cut]:
-            position.update(b["position"])
-        saved = json.loads(json.dumps(position.to_dict()))  # as a checkpoint stores it
+        saved = json.loads(json.dumps(_fold(straight[:cut])))  # as a checkpoint stores it
         done = sum(b["num_samples"] for b in straight[:cut])
         with record_opens(tmp_path / f"opens{cut}"):
             loader = torch.utils.data.DataLoader(clip_stream(clips_dir, start=saved, **split), batch_size=None, num_workers=2)
@@ -121,18 +112,15 @@ def test_a_resumed_stream_continues_exactly_and_reads_no_earlier_shard(clips_dir
 
 def test_resuming_under_a_different_number_of_workers_gives_the_same_infinite_stream(laion_dir):
     from model.datasets.laion_pose import LaionPoseStream
-    from model.datasets.shard_stream import RankPosition
 
     def stream(**kw):
         return LaionPoseStream(str(laion_dir), resolution=64, seed=3, shuffle_buffer=2, batch_size=2, num_streams=4, **kw)
 
     items = list(itertools.islice(stream(), 30))  # no epochs: streams go round by themselves
-    position = RankPosition()
-    for b in items[:9]:
-        position.update(b["position"])
+    saved = _fold(items[:9])
     straight = [b["keys"] for b in items[9:] if b["num_samples"]]
     for workers in (0, 3):
-        loader = torch.utils.data.DataLoader(stream(start=position.to_dict()), batch_size=None, num_workers=workers)
+        loader = torch.utils.data.DataLoader(stream(start=saved), batch_size=None, num_workers=workers)
         got = [b["keys"] for b in itertools.islice((b for b in loader if b["num_samples"]), len(straight))]
         assert got == straight, workers
     epochs = {n: s["epoch"] for n, s in _fold(items)["streams"].items()}
@@ -140,6 +128,7 @@ def test_resuming_under_a_different_number_of_workers_gives_the_same_infinite_st
 
 
 def _fold(items: list[dict]) -> dict:
+    """The RankPosition a trainer saves after using ``items``."""
     from model.datasets.shard_stream import RankPosition
 
     position = RankPosition()

@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from clip_shards import build_clip_shards
-from conftest import REPO
+from conftest import REPO, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -30,14 +30,6 @@ def tiny_base(tmp_path_factory):
     from model.nets.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny-sd", seed=0)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list, *, cpu_flag: bool = True) -> subprocess.CompletedProcess:
