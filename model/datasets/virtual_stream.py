@@ -92,8 +92,7 @@ class VirtualStream:
                 yield self._give()
             if not gave:  # readable tars without a sample (only directories or metadata): one failure, named
                 names = ", ".join(self.urls[i] for i in shards[:3]) + (" ..." if len(shards) > 3 else "")
-                yield Item(f"{pos['epoch']}:none", [0, 0], {"__key__": "(stream)", "__url__": names,
-                                                            "__error__": "the stream's shards of this epoch hold no sample"})  # fmt: skip
+                yield Item(f"{pos['epoch']}:none", [0, 0], _failure("(stream)", names, "the stream's shards of this epoch hold no sample"))
             pos.update(epoch=pos["epoch"] + 1, shard=0, offset=0, sample=0, emitted=0)
 
     def _read_shard(self, shards: list[int]) -> Iterator[Item]:
@@ -108,9 +107,8 @@ class VirtualStream:
                 yield Item(f"{pos['epoch']}:{index}:{offset}", [shard, offset], raw)
         except UNREADABLE as err:
             _fatal_if_out_of_files(err)
-            failure = {"__key__": "(shard)", "__url__": url, "__error__": f"the shard cannot be read on: {_reason(err)}"}
             pos.update(shard=shard + 1, offset=0, sample=0)
-            yield Item(f"{pos['epoch']}:{index}:error", [shard, 0], failure)
+            yield Item(f"{pos['epoch']}:{index}:error", [shard, 0], _failure("(shard)", url, f"the shard cannot be read on: {_reason(err)}"))
             return
         pos.update(shard=shard + 1, offset=0, sample=0)
 
@@ -133,7 +131,7 @@ class VirtualStream:
                 raws = [err] * len(offsets)
             for offset, raw in zip(offsets, raws):
                 if isinstance(raw, Exception):
-                    raw = {"__key__": "(shard)", "__url__": url, "__error__": f"a buffered sample cannot be read back: {_reason(raw)}"}
+                    raw = _failure("(shard)", url, f"a buffered sample cannot be read back: {_reason(raw)}")
                 read[shard, offset] = raw
         return [Item(f"{epoch}:{shards[shard]}:{offset}", [shard, offset], read[shard, offset]) for shard, offset in wheres]
 
@@ -145,6 +143,11 @@ class VirtualStream:
         self.buffer[i], self.buffer[-1] = self.buffer[-1], self.buffer[i]
         pos["emitted"] += 1
         return self.buffer.pop()
+
+
+def _failure(key: str, url: str, reason: str) -> dict:
+    """The raw item of a failure: what the stream's batches report as one failed sample."""
+    return {"__key__": key, "__url__": url, "__error__": reason}
 
 
 def _fatal_if_out_of_files(err: Exception) -> None:
